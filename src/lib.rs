@@ -1,0 +1,30 @@
+//! Sluice: serves unmodified Azure Functions Python apps.
+//!
+//! Layout (requests flow down, results return up as values):
+//! - [`config`]: command line + environment + host.json → one validated [`config::ServeConfig`].
+//! - [`app`]: the function app on disk: `host.json`, the secrets (keys) file.
+//! - [`python`]: finding a Python ≥ 3.13, building the worker's private environment,
+//!   installing the app's requirements.
+//! - [`http`]: the hyper front end: accepts connections, hands each request to [`dispatch`].
+//! - [`router`]: pure matching of (method, path) to a function, its route params and auth level.
+//! - [`keys`]: the host secrets file and the key check for an auth level.
+//! - [`dispatch`]: route → auth → pool → rpc for one request; maps every failure to one status.
+//! - [`convert`]: every HTTP ⇄ `RpcHttp` conversion.
+//! - [`pool`]: which workers are ready and how loaded; picks one.
+//! - [`rpc`]: the `FunctionRpc.EventStream` server and one session per worker.
+//! - [`supervisor`]: spawns the Python worker processes and relays their output.
+//! - [`proto`]: the generated wire types.
+
+pub mod app;
+pub mod config;
+pub mod convert;
+pub mod dispatch;
+pub mod http;
+pub mod keys;
+pub mod pool;
+pub mod proto;
+pub mod python;
+pub mod router;
+pub mod rpc;
+pub mod serve;
+pub mod supervisor;

@@ -1,0 +1,3 @@
+fn main() {
+    let _ = sluice::proto::DESCRIPTOR_SET.len();
+}

@@ -1,0 +1,9 @@
+//! The generated `AzureFunctionsRpcMessages` types and the `FunctionRpc` server trait,
+//! plus the serialized descriptor set the Python worker builds its classes from.
+#![allow(clippy::all, missing_docs)]
+
+tonic::include_proto!("azure_functions_rpc_messages");
+
+/// `proto/FunctionRpc.proto` compiled to a `FileDescriptorSet`, handed to the worker.
+pub const DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/function_rpc_descriptor.bin"));
