@@ -1,1 +1,1 @@
-//! TODO
+//! Python discovery and environments. (Being written; contract below.)
