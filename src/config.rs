@@ -1,1 +1,234 @@
-//! TODO
+//! Configuration: the command line, the environment and the app's `host.json`, resolved
+//! once into typed structs. Precedence: built-in defaults → environment → flags.
+//! Reads files but never binds ports or starts anything.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Platform cap on `FUNCTIONS_WORKER_PROCESS_COUNT`.
+pub const MAX_WORKERS: usize = 10;
+/// Platform default request body limit (Kestrel's MaxRequestBodySize), 100 MB.
+pub const DEFAULT_BODY_LIMIT: u64 = 104_857_600;
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "Serve Azure Functions Python apps")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the function app in APP_DIR.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The function app directory (host.json, function_app.py, requirements.txt).
+    pub app_dir: PathBuf,
+    /// HTTP port (0 picks a free one; the "listening" log line names it).
+    #[arg(long, default_value_t = 7071)]
+    pub port: u16,
+    /// Address to bind the HTTP listener to.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Number of Python worker processes (also FUNCTIONS_WORKER_PROCESS_COUNT; max 10).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Python ≥ 3.13 interpreter for the workers (also SLUICE_PYTHON).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// The platform's host secrets JSON (masterKey, functionKeys, systemKeys).
+    #[arg(long)]
+    pub secrets_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("app directory {path} does not exist or is not a directory")]
+    NoAppDir { path: PathBuf },
+    #[error("{name}={value} is not valid: {reason}")]
+    BadSetting {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid JSON: {source}")]
+    HostJson {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub app_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub workers: NonZeroUsize,
+    pub python: Option<PathBuf>,
+    pub secrets_file: Option<PathBuf>,
+    pub host: HostJson,
+    pub body_limit: u64,
+    /// How long a request waits for the first ready worker, and how long a worker may
+    /// take from launch to ready (platform: 60 s to connect + 2 min to initialise).
+    pub startup_timeout: Duration,
+}
+
+/// The parts of the app's host.json Sluice honours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostJson {
+    pub route_prefix: String,
+}
+
+impl Default for HostJson {
+    fn default() -> Self {
+        HostJson {
+            route_prefix: "api".to_owned(),
+        }
+    }
+}
+
+impl HostJson {
+    /// Reads `APP_DIR/host.json`; a missing file means platform defaults.
+    pub fn load(app_dir: &Path) -> Result<HostJson, ConfigError> {
+        let path = app_dir.join("host.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HostJson::default()),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Self::parse(&text).map_err(|source| ConfigError::HostJson { path, source })
+    }
+
+    pub fn parse(text: &str) -> Result<HostJson, serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        let mut host = HostJson::default();
+        if let Some(prefix) = value
+            .pointer("/extensions/http/routePrefix")
+            .and_then(|v| v.as_str())
+        {
+            host.route_prefix = prefix.to_owned();
+        }
+        Ok(host)
+    }
+}
+
+impl ServeConfig {
+    /// Resolves flags over environment over defaults. `env` reads one variable (tests
+    /// pass a map instead of touching the process environment).
+    pub fn resolve(
+        args: ServeArgs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ServeConfig, ConfigError> {
+        if !args.app_dir.is_dir() {
+            return Err(ConfigError::NoAppDir { path: args.app_dir });
+        }
+        let app_dir = std::fs::canonicalize(&args.app_dir).map_err(|source| ConfigError::Read {
+            path: args.app_dir.clone(),
+            source,
+        })?;
+        let workers = match args.workers {
+            Some(n) => check_workers("--workers", n.to_string())?,
+            None => match env("FUNCTIONS_WORKER_PROCESS_COUNT") {
+                Some(v) => check_workers("FUNCTIONS_WORKER_PROCESS_COUNT", v)?,
+                None => NonZeroUsize::MIN,
+            },
+        };
+        let body_limit = match env("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT") {
+            Some(v) => v.trim().parse().map_err(|e: std::num::ParseIntError| {
+                ConfigError::BadSetting {
+                    name: "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",
+                    value: v.clone(),
+                    reason: e.to_string(),
+                }
+            })?,
+            None => DEFAULT_BODY_LIMIT,
+        };
+        let host = HostJson::load(&app_dir)?;
+        Ok(ServeConfig {
+            listen: SocketAddr::new(args.bind, args.port),
+            workers,
+            python: args.python.or_else(|| env("SLUICE_PYTHON").map(PathBuf::from)),
+            secrets_file: args.secrets_file,
+            host,
+            body_limit,
+            startup_timeout: Duration::from_secs(180),
+            app_dir,
+        })
+    }
+}
+
+fn check_workers(name: &'static str, value: String) -> Result<NonZeroUsize, ConfigError> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => {
+            NonZeroUsize::new(n).ok_or(ConfigError::BadSetting {
+                name,
+                value,
+                reason: "must be at least 1".into(),
+            })
+        }
+        Ok(_) => Err(ConfigError::BadSetting {
+            name,
+            value,
+            reason: format!("must be between 1 and {MAX_WORKERS}"),
+        }),
+        Err(e) => Err(ConfigError::BadSetting {
+            name,
+            value,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &Path) -> ServeArgs {
+        ServeArgs {
+            app_dir: dir.to_path_buf(),
+            port: 0,
+            bind: "127.0.0.1".parse().expect("literal"),
+            workers: None,
+            python: None,
+            secrets_file: None,
+        }
+    }
+
+    #[test]
+    fn route_prefix_defaults_to_api_and_can_be_empty() {
+        assert_eq!(HostJson::parse("{}").expect("json").route_prefix, "api");
+        let host = HostJson::parse(r#"{"extensions":{"http":{"routePrefix":""}}}"#).expect("json");
+        assert_eq!(host.route_prefix, "");
+    }
+
+    #[test]
+    fn worker_count_from_env_is_capped_and_flag_wins() {
+        let dir = std::env::temp_dir();
+        let env = |k: &str| (k == "FUNCTIONS_WORKER_PROCESS_COUNT").then(|| "3".to_owned());
+        let cfg = ServeConfig::resolve(args(&dir), &env).expect("valid");
+        assert_eq!(cfg.workers.get(), 3);
+        let mut a = args(&dir);
+        a.workers = Some(2);
+        assert_eq!(ServeConfig::resolve(a, &env).expect("valid").workers.get(), 2);
+        let too_many = |k: &str| (k == "FUNCTIONS_WORKER_PROCESS_COUNT").then(|| "11".to_owned());
+        assert!(ServeConfig::resolve(args(&dir), &too_many).is_err());
+    }
+
+    #[test]
+    fn missing_app_dir_is_an_error() {
+        let err = ServeConfig::resolve(args(Path::new("/nonexistent/sluice")), &|_| None);
+        assert!(matches!(err, Err(ConfigError::NoAppDir { .. })));
+    }
+}

@@ -1,1 +1,193 @@
-//! TODO
+//! One HTTP request through the layers below: route → auth → body → worker → response.
+//! Every failure becomes an [`InvokeError`], and [`InvokeError::status`] is the one
+//! place that decides its HTTP status (matched exhaustively, so a new failure cannot
+//! ship without one).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use tracing::{debug, error, warn};
+
+use crate::convert::{self, ConvertError};
+use crate::functions::Catalog;
+use crate::keys::KeyStore;
+use crate::pool::{Pool, PoolError};
+use crate::proto::status_result::Status as RpcStatus;
+use crate::proto::typed_data::Data;
+use crate::proto::{ParameterBinding, TypedData, parameter_binding::RpcData};
+use crate::rpc::session::InvokeFailure;
+
+/// Shown for `GET /`, like the platform host's home page (health probes rely on a 200).
+const HOME_PAGE: &str = "<!DOCTYPE html><html><head><title>Sluice</title></head>\
+<body><h1>Your Functions app is up and running</h1></body></html>";
+
+/// What the dispatcher needs, shared by every connection.
+pub struct Dispatcher {
+    pub pool: Arc<Pool>,
+    /// Set once, from the first ready worker's index.
+    pub catalog: Arc<OnceLock<Catalog>>,
+    pub keys: KeyStore,
+    pub body_limit: u64,
+    /// How long a request waits for the first worker to become ready.
+    pub startup_timeout: Duration,
+}
+
+/// Why a request got no function response.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("no route matches")]
+    NotFound,
+    #[error("missing or wrong function key")]
+    Unauthorized,
+    #[error("request body over the {limit}-byte limit")]
+    PayloadTooLarge { limit: u64 },
+    #[error("cannot read the request body: {0}")]
+    BadBody(String),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Worker(#[from] InvokeFailure),
+    #[error("function {function} failed: {message}")]
+    FunctionFailed { function: String, message: String },
+    #[error("function response cannot be written: {0}")]
+    BadResponse(#[from] ConvertError),
+}
+
+impl InvokeError {
+    /// The single mapping from failure to HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            InvokeError::NotFound => StatusCode::NOT_FOUND,
+            InvokeError::Unauthorized => StatusCode::UNAUTHORIZED,
+            InvokeError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            InvokeError::BadBody(_) => StatusCode::BAD_REQUEST,
+            InvokeError::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
+            InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => StatusCode::BAD_GATEWAY,
+            InvokeError::Worker(InvokeFailure::UnknownFunction(_) | InvokeFailure::LoadFailed { .. }) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            InvokeError::FunctionFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            InvokeError::BadResponse(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The platform answers 401/404/500 with empty bodies; Sluice's own failures
+    /// (overload, lost worker) carry a short reason.
+    fn body(&self) -> Bytes {
+        match self {
+            InvokeError::Pool(_) | InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => {
+                Bytes::from(self.to_string())
+            }
+            _ => Bytes::new(),
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(self.body()));
+        *response.status_mut() = self.status();
+        response
+    }
+}
+
+impl Dispatcher {
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.uri().path() == "/" && matches!(*request.method(), Method::GET | Method::HEAD) {
+            let mut response = Response::new(Full::new(Bytes::from_static(HOME_PAGE.as_bytes())));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/html"));
+            return response;
+        }
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        match self.invoke(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                match &e {
+                    InvokeError::FunctionFailed { function, message } => {
+                        error!(function = %function, "function failed: {message}")
+                    }
+                    InvokeError::NotFound | InvokeError::Unauthorized => {
+                        debug!(%method, %path, error = %e, "request refused")
+                    }
+                    _ => warn!(%method, %path, error = %e, "request failed"),
+                }
+                e.into_response()
+            }
+        }
+    }
+
+    async fn invoke(&self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, InvokeError> {
+        let catalog = match self.catalog.get() {
+            Some(c) => c,
+            None => {
+                self.pool.wait_started(self.startup_timeout).await?;
+                self.catalog.get().ok_or(PoolError::StartupFailed)?
+            }
+        };
+        let hit = catalog
+            .router
+            .find(request.method(), request.uri().path())
+            .ok_or(InvokeError::NotFound)?;
+        if !self
+            .keys
+            .authorize(hit.auth, request.headers(), request.uri().query())
+        {
+            return Err(InvokeError::Unauthorized);
+        }
+        let function = &catalog.functions[hit.index];
+        let params = hit.params;
+
+        let (parts, body) = request.into_parts();
+        let body = self.read_body(&parts, body).await?;
+        let rpc_http = convert::to_rpc_http(&parts, body, params);
+        let input = vec![ParameterBinding {
+            name: function.trigger_param.clone(),
+            rpc_data: Some(RpcData::Data(TypedData {
+                data: Some(Data::Http(Box::new(rpc_http))),
+            })),
+        }];
+
+        let lease = self.pool.pick()?;
+        let response = lease.session().invoke(&function.name, input).await?;
+        drop(lease);
+        let result = response.result.clone().unwrap_or_default();
+        if result.status != RpcStatus::Success as i32 {
+            let message = match result.exception {
+                Some(e) => format!("{}\n{}", e.message, e.stack_trace),
+                None => result.result,
+            };
+            return Err(InvokeError::FunctionFailed {
+                function: function.name.to_string(),
+                message,
+            });
+        }
+        Ok(convert::to_response(response, &function.output)?)
+    }
+
+    /// The whole body, refusing at once when Content-Length announces more than the
+    /// limit and stopping as soon as a chunked body crosses it.
+    async fn read_body(&self, parts: &http::request::Parts, body: Incoming) -> Result<Bytes, InvokeError> {
+        let too_large = InvokeError::PayloadTooLarge {
+            limit: self.body_limit,
+        };
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.body_limit) {
+            return Err(too_large);
+        }
+        let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
+            Err(e) => Err(InvokeError::BadBody(e.to_string())),
+        }
+    }
+}

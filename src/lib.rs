@@ -2,7 +2,8 @@
 //!
 //! Layout (requests flow down, results return up as values):
 //! - [`config`]: command line + environment + host.json → one validated [`config::ServeConfig`].
-//! - [`app`]: the function app on disk: `host.json`, the secrets (keys) file.
+//! - [`serve`]: wires everything together and keeps the worker slots running.
+//! - [`functions`]: the indexed HTTP functions and their routing table.
 //! - [`python`]: finding a Python ≥ 3.13, building the worker's private environment,
 //!   installing the app's requirements.
 //! - [`http`]: the hyper front end: accepts connections, hands each request to [`dispatch`].
@@ -15,10 +16,10 @@
 //! - [`supervisor`]: spawns the Python worker processes and relays their output.
 //! - [`proto`]: the generated wire types.
 
-pub mod app;
 pub mod config;
 pub mod convert;
 pub mod dispatch;
+pub mod functions;
 pub mod http;
 pub mod keys;
 pub mod pool;

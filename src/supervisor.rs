@@ -1,1 +1,125 @@
-//! TODO
+//! The Python worker processes: launched with the platform's argument set and
+//! environment, their stdout/stderr relayed line by line into Sluice's log with the
+//! worker id, and their exit observed. Does not route requests.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tracing::{info, warn};
+
+/// Platform default: the host ignores the flag's value and always allows int.MaxValue.
+const GRPC_MAX_MESSAGE_LENGTH: &str = "2147483647";
+
+/// How to launch one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerLaunch {
+    pub python: PathBuf,
+    /// Directory holding `worker.py` and the `sluice_worker` package.
+    pub worker_dir: PathBuf,
+    pub app_dir: PathBuf,
+    /// The worker's private site-packages.
+    pub worker_site: PathBuf,
+    /// `APP_DIR/.python_packages/lib/site-packages`, when the app has one.
+    pub app_site: Option<PathBuf>,
+    /// `major.minor` of the interpreter, for FUNCTIONS_WORKER_RUNTIME_VERSION.
+    pub python_version: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("cannot launch worker {worker} with {python}: {source}")]
+    Spawn {
+        worker: String,
+        python: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A launched worker process.
+pub struct WorkerProcess {
+    pub id: String,
+    pub child: Child,
+}
+
+impl WorkerProcess {
+    /// Waits for the process to exit (cancel-safe).
+    pub async fn exited(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+}
+
+impl WorkerLaunch {
+    /// Starts one worker that will connect to the FunctionRpc server on `grpc_port`.
+    pub fn spawn(&self, worker_id: &str, grpc_port: u16) -> Result<WorkerProcess, SupervisorError> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let port = grpc_port.to_string();
+        let uri = format!("http://127.0.0.1:{grpc_port}/");
+        let mut cmd = Command::new(&self.python);
+        cmd.arg("-X")
+            .arg("no_debug_ranges")
+            .arg(self.worker_dir.join("worker.py"))
+            .args(["--host", "127.0.0.1", "--port", &port])
+            .args(["--workerId", worker_id, "--requestId", &request_id])
+            .args(["--grpcMaxMessageLength", GRPC_MAX_MESSAGE_LENGTH])
+            .args(["--functions-uri", &uri])
+            .args(["--functions-worker-id", worker_id])
+            .args(["--functions-request-id", &request_id])
+            .args(["--functions-grpc-max-message-length", GRPC_MAX_MESSAGE_LENGTH])
+            .current_dir(&self.app_dir)
+            .env("FUNCTIONS_WORKER_DIRECTORY", &self.worker_dir)
+            .env("FUNCTIONS_APPLICATION_DIRECTORY", &self.app_dir)
+            .env("FUNCTIONS_WORKER_RUNTIME", "python")
+            .env("FUNCTIONS_WORKER_RUNTIME_VERSION", &self.python_version)
+            .env("SLUICE_WORKER_SITE", &self.worker_site)
+            // Line-by-line relay of print() output needs unbuffered streams.
+            .env("PYTHONUNBUFFERED", "1")
+            .env_remove("PYTHONPATH")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // The platform host sets this when it is unset (host DefaultConcurrencyLimit).
+        if std::env::var_os("PYTHON_THREADPOOL_THREAD_COUNT").is_none() {
+            cmd.env("PYTHON_THREADPOOL_THREAD_COUNT", "1000");
+        }
+        match &self.app_site {
+            Some(site) => cmd.env("SLUICE_APP_SITE", site),
+            None => cmd.env_remove("SLUICE_APP_SITE"),
+        };
+        let mut child = cmd.spawn().map_err(|source| SupervisorError::Spawn {
+            worker: worker_id.to_owned(),
+            python: self.python.clone(),
+            source,
+        })?;
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(relay(worker_id.to_owned(), "stdout", out));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(relay(worker_id.to_owned(), "stderr", err));
+        }
+        info!(worker = %worker_id, pid = child.id().unwrap_or(0), "worker process started");
+        Ok(WorkerProcess {
+            id: worker_id.to_owned(),
+            child,
+        })
+    }
+}
+
+async fn relay(worker: String, stream: &'static str, pipe: impl AsyncRead + Unpin) {
+    let mut lines = BufReader::new(pipe).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) if stream == "stderr" => {
+                warn!(target: "worker", worker = %worker, stream, "{line}")
+            }
+            Ok(Some(line)) => info!(target: "worker", worker = %worker, stream, "{line}"),
+            Ok(None) => break,
+            Err(error) => {
+                warn!(worker = %worker, stream, %error, "cannot read worker output");
+                break;
+            }
+        }
+    }
+}

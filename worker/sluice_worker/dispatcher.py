@@ -1,1 +1,141 @@
-# placeholder
+"""Routes each inbound StreamingMessage to the platform runtime library and sends its
+answer back. Every request runs as its own asyncio task, so a slow invocation never
+blocks the stream; responses may go out of order (Sluice correlates by id).
+
+The runtime library is picked as the platform does for Python 3.13+: v2
+(`azure_functions_runtime`) when the app has its script file (function_app.py or
+PYTHON_SCRIPT_FILE_NAME), else v1 (`azure_functions_runtime_v1`).
+"""
+import asyncio
+import importlib
+import importlib.metadata
+import logging
+import os
+import sys
+import traceback
+
+from .logs import invocation_id_cv
+from .protos import protos
+
+log = logging.getLogger("sluice_worker")
+
+
+class _Request:
+    """The shape the runtime's handlers expect: `.request` is the StreamingMessage,
+    `.properties` carries the protos module and the host address."""
+
+    __slots__ = ("name", "request", "properties")
+
+    def __init__(self, name, request, properties):
+        self.name = name
+        self.request = request
+        self.properties = properties
+
+
+def runtime_package(app_dir: str) -> str:
+    script = os.environ.get("PYTHON_SCRIPT_FILE_NAME", "function_app.py")
+    if os.path.isfile(os.path.join(app_dir, script)):
+        return "azure_functions_runtime"
+    return "azure_functions_runtime_v1"
+
+
+def describe_runtime(module) -> dict:
+    """Name, version and source (app / bundled) of the runtime that was imported."""
+    dist = module.__name__.replace("_", "-")
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        version = getattr(module, "__version__", "unknown")
+    app_site = os.environ.get("SLUICE_APP_SITE")
+    origin = os.path.abspath(getattr(module, "__file__", "") or "")
+    source = "app" if app_site and origin.startswith(os.path.abspath(app_site) + os.sep) else "bundled"
+    return {"sluice.runtime.package": dist, "sluice.runtime.version": version, "sluice.runtime.source": source}
+
+
+def _failure(exc: BaseException):
+    return protos.StatusResult(
+        status=protos.StatusResult.Failure,
+        exception=protos.RpcException(
+            message=f"{type(exc).__name__}: {exc}",
+            stack_trace="".join(traceback.format_exception(exc)),
+        ),
+    )
+
+
+class Dispatcher:
+    def __init__(self, loop: asyncio.AbstractEventLoop, send, host: str, log_handler):
+        self._loop = loop
+        self._log_handler = log_handler
+        self._send = send
+        self._properties = {"protos": protos, "host": host}
+        self._runtime = None
+        self._runtime_info: dict = {}
+        self._tasks: set = set()
+
+    @property
+    def runtime(self):
+        return self._runtime
+
+    def on_message(self, message) -> None:
+        """Called on the event loop for each inbound message."""
+        kind = message.WhichOneof("content")
+        if kind == "worker_status_request":
+            # Answered at once and echoing request_id: Sluice matches pings on it.
+            self._send(protos.StreamingMessage(
+                request_id=message.request_id,
+                worker_status_response=protos.WorkerStatusResponse()))
+            return
+        handler = getattr(self, "_on_" + (kind or "none"), None)
+        if handler is None:
+            log.warning("unknown StreamingMessage content: %s", kind)
+            return
+        task = self._loop.create_task(handler(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _reply(self, request, **content) -> None:
+        self._send(protos.StreamingMessage(request_id=request.request_id, **content))
+
+    def _wrap(self, name, message) -> _Request:
+        return _Request(name, message, self._properties)
+
+    async def _on_worker_init_request(self, message) -> None:
+        app_dir = message.worker_init_request.function_app_directory or os.getcwd()
+        try:
+            self._runtime = importlib.import_module(runtime_package(app_dir))
+            self._runtime_info = describe_runtime(self._runtime)
+            self._log_handler.runtime_cv = getattr(self._runtime, "invocation_id_cv", None)
+        except Exception as exc:  # no runtime library: report, the host decides what to do
+            self._reply(message, worker_init_response=protos.WorkerInitResponse(result=_failure(exc)))
+            return
+        response = await self._runtime.worker_init_request(self._wrap("worker_init_request", message))
+        response.worker_metadata.custom_properties.update(self._runtime_info)
+        if response.result.status == protos.StatusResult.Success:
+            self._runtime.start_threadpool_executor()
+        self._reply(message, worker_init_response=response)
+
+    async def _on_functions_metadata_request(self, message) -> None:
+        response = await self._runtime.functions_metadata_request(self._wrap("functions_metadata_request", message))
+        self._reply(message, function_metadata_response=response)
+
+    async def _on_function_load_request(self, message) -> None:
+        response = await self._runtime.function_load_request(self._wrap("function_load_request", message))
+        self._reply(message, function_load_response=response)
+
+    async def _on_invocation_request(self, message) -> None:
+        invocation_id_cv.set(message.invocation_request.invocation_id)
+        try:
+            response = await self._runtime.invocation_request(self._wrap("invocation_request", message))
+        except Exception as exc:  # the runtime itself failed: still answer, never leave it hanging
+            response = protos.InvocationResponse(
+                invocation_id=message.invocation_request.invocation_id, result=_failure(exc))
+        self._reply(message, invocation_response=response)
+
+    async def _on_function_environment_reload_request(self, message) -> None:
+        response = await self._runtime.function_environment_reload_request(
+            self._wrap("function_environment_reload_request", message))
+        self._reply(message, function_environment_reload_response=response)
+
+    async def _on_worker_terminate(self, message) -> None:
+        sys.stdout.flush()
+        os._exit(0)

@@ -1,0 +1,190 @@
+//! The app's HTTP functions as the first ready worker indexed them: for each, its
+//! trigger parameter, where its HTTP response comes from, and its route. Pure: builds
+//! the [`Router`] from the metadata and validates it; does no I/O.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tracing::info;
+
+use crate::proto::RpcFunctionMetadata;
+use crate::router::{AuthLevel, RouteError, RouteSpec, Router};
+
+/// One routable HTTP function.
+#[derive(Debug, Clone)]
+pub struct FunctionInfo {
+    pub name: Arc<str>,
+    /// Name of the trigger binding: the invocation's first input is sent under it.
+    pub trigger_param: String,
+    pub output: HttpOutput,
+}
+
+/// Where the function's HTTP response travels back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpOutput {
+    /// `InvocationResponse.return_value` (the `$return` binding, the v2 default).
+    Return,
+    /// `InvocationResponse.output_data` entry with this name.
+    Named(String),
+    /// The function has no HTTP output binding: the platform answers 200, empty body.
+    Absent,
+}
+
+/// The routing table and the functions it leads to (router index = function index).
+pub struct Catalog {
+    pub router: Router,
+    pub functions: Vec<FunctionInfo>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("function {function}: binding {binding:?} is not valid JSON: {source}")]
+    BadBinding {
+        function: String,
+        binding: String,
+        source: serde_json::Error,
+    },
+    #[error("function {function}: {source}")]
+    AuthLevel {
+        function: String,
+        source: RouteError,
+    },
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+/// The fields of a raw binding (function.json or the v2 indexer's JSON) Sluice reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawBinding {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    direction: String,
+    #[serde(default)]
+    name: String,
+    route: Option<String>,
+    methods: Option<Vec<String>>,
+    auth_level: Option<String>,
+}
+
+impl Catalog {
+    pub fn build(route_prefix: &str, metadata: &[RpcFunctionMetadata]) -> Result<Catalog, CatalogError> {
+        let mut specs = Vec::new();
+        let mut functions = Vec::new();
+        for meta in metadata {
+            let bindings = meta
+                .raw_bindings
+                .iter()
+                .map(|raw| {
+                    serde_json::from_str::<RawBinding>(raw).map_err(|source| CatalogError::BadBinding {
+                        function: meta.name.clone(),
+                        binding: raw.clone(),
+                        source,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let Some(trigger) = bindings.iter().find(|b| {
+                b.kind.eq_ignore_ascii_case("httpTrigger") && !b.direction.eq_ignore_ascii_case("out")
+            }) else {
+                info!(function = %meta.name, "not an HTTP function; not routed");
+                continue;
+            };
+            let output = bindings
+                .iter()
+                .find(|b| b.kind.eq_ignore_ascii_case("http") && b.direction.eq_ignore_ascii_case("out"))
+                .map_or(HttpOutput::Absent, |b| {
+                    if b.name == "$return" {
+                        HttpOutput::Return
+                    } else {
+                        HttpOutput::Named(b.name.clone())
+                    }
+                });
+            // function.json's default authLevel is "function".
+            let auth = match trigger.auth_level.as_deref() {
+                None => AuthLevel::Function,
+                Some(level) => level.parse().map_err(|source| CatalogError::AuthLevel {
+                    function: meta.name.clone(),
+                    source,
+                })?,
+            };
+            let methods = trigger
+                .methods
+                .iter()
+                .flatten()
+                .filter_map(|m| http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+                .collect();
+            specs.push(RouteSpec {
+                function: meta.name.clone(),
+                route: trigger.route.clone().filter(|r| !r.is_empty()),
+                methods,
+                auth,
+            });
+            functions.push(FunctionInfo {
+                name: Arc::from(meta.name.as_str()),
+                trigger_param: trigger.name.clone(),
+                output,
+            });
+        }
+        let router = Router::new(route_prefix, specs)?;
+        Ok(Catalog { router, functions })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str, bindings: &[&str]) -> RpcFunctionMetadata {
+        RpcFunctionMetadata {
+            name: name.into(),
+            raw_bindings: bindings.iter().map(|b| b.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn v2_http_function_is_routed_with_its_trigger_and_return() {
+        let m = meta(
+            "hello",
+            &[
+                r#"{"direction": "IN", "type": "httpTrigger", "name": "req", "methods": ["get"], "route": "hi/{name}", "authLevel": "ANONYMOUS"}"#,
+                r#"{"direction": "OUT", "type": "http", "name": "$return"}"#,
+            ],
+        );
+        let catalog = Catalog::build("api", &[m]).expect("valid");
+        let hit = catalog
+            .router
+            .find(&http::Method::GET, "/api/hi/bob")
+            .expect("routed");
+        assert_eq!(hit.auth, AuthLevel::Anonymous);
+        assert_eq!(hit.params, vec![("name".to_string(), "bob".to_string())]);
+        let f = &catalog.functions[hit.index];
+        assert_eq!(f.trigger_param, "req");
+        assert_eq!(f.output, HttpOutput::Return);
+        assert!(catalog.router.find(&http::Method::POST, "/api/hi/bob").is_none());
+    }
+
+    #[test]
+    fn named_output_missing_auth_level_and_non_http_functions() {
+        let http = meta(
+            "named",
+            &[
+                r#"{"direction": "in", "type": "httpTrigger", "name": "r"}"#,
+                r#"{"direction": "out", "type": "http", "name": "res"}"#,
+            ],
+        );
+        let timer = meta("tick", &[r#"{"direction": "in", "type": "timerTrigger", "name": "t"}"#]);
+        let catalog = Catalog::build("", &[http, timer]).expect("valid");
+        assert_eq!(catalog.functions.len(), 1);
+        let hit = catalog.router.find(&http::Method::DELETE, "/named").expect("route = name");
+        assert_eq!(hit.auth, AuthLevel::Function);
+        assert_eq!(catalog.functions[0].output, HttpOutput::Named("res".into()));
+    }
+
+    #[test]
+    fn invalid_binding_json_is_an_error() {
+        let m = meta("bad", &["{not json"]);
+        assert!(matches!(Catalog::build("api", &[m]), Err(CatalogError::BadBinding { .. })));
+    }
+}

@@ -1,0 +1,35 @@
+//! The `FunctionRpc.EventStream` side of Sluice: a tonic server on 127.0.0.1 that workers
+//! connect to ([`server`]), and one [`session::Session`] per connected worker that runs
+//! the platform's start-up handshake and correlates invocations by id.
+//! Knows nothing about HTTP routing; HTTP ⇄ RpcHttp conversion lives in `convert`.
+
+pub mod server;
+pub mod session;
+
+pub use server::{Connection, RpcServer};
+pub use session::{FunctionMeta, Session};
+
+use std::time::Duration;
+
+/// Why talking to a worker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("cannot start the FunctionRpc server: {0}")]
+    Bind(#[source] std::io::Error),
+    #[error("worker {worker} closed its stream")]
+    StreamClosed { worker: String },
+    #[error("worker {worker} sent no {expected} within {timeout:?}")]
+    Timeout {
+        worker: String,
+        expected: &'static str,
+        timeout: Duration,
+    },
+    #[error("worker {worker} failed {stage}: {message}")]
+    Failed {
+        worker: String,
+        stage: &'static str,
+        message: String,
+    },
+    #[error("worker {worker}: {reason}")]
+    Protocol { worker: String, reason: String },
+}

@@ -1,0 +1,132 @@
+//! The tonic `FunctionRpc` service. A worker's first message must be
+//! `StartStream{worker_id}` naming a worker Sluice launched and is waiting for
+//! ([`RpcServer::expect`]); the stream is then handed to whoever waits for it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use futures_util::Stream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, warn};
+
+use super::RpcError;
+use crate::proto::function_rpc_server::{FunctionRpc, FunctionRpcServer};
+use crate::proto::{StreamingMessage, streaming_message::Content};
+
+/// Outbound messages queued per worker before senders wait (backpressure, bounded memory).
+const OUTBOUND_QUEUE: usize = 1024;
+
+/// A worker's accepted EventStream: messages from it, and a sender towards it.
+pub struct Connection {
+    pub inbound: Streaming<StreamingMessage>,
+    pub outbound: mpsc::Sender<Result<StreamingMessage, Status>>,
+}
+
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Connection>>>>;
+
+/// Handle to the running gRPC server.
+#[derive(Clone)]
+pub struct RpcServer {
+    addr: SocketAddr,
+    waiters: Waiters,
+}
+
+impl RpcServer {
+    /// Binds 127.0.0.1 on an ephemeral port and serves in the background.
+    pub async fn start() -> Result<RpcServer, RpcError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(RpcError::Bind)?;
+        let addr = listener.local_addr().map_err(RpcError::Bind)?;
+        let waiters: Waiters = Arc::default();
+        let service = FunctionRpcServer::new(Service {
+            waiters: waiters.clone(),
+        })
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+        let incoming = TcpListenerStream::new(listener);
+        tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(error) = result {
+                warn!(%error, "FunctionRpc server stopped");
+            }
+        });
+        Ok(RpcServer { addr, waiters })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Registers a worker id before its process is launched; the receiver resolves
+    /// when that worker opens its stream.
+    pub fn expect(&self, worker_id: &str) -> oneshot::Receiver<Connection> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(worker_id.to_owned(), tx);
+        rx
+    }
+
+    /// Forgets a worker that will never connect (its process died first).
+    pub fn forget(&self, worker_id: &str) {
+        self.lock().remove(worker_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Connection>>> {
+        // A poisoned map only means another thread panicked mid-insert; the map itself is fine.
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Service {
+    waiters: Waiters,
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<StreamingMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl FunctionRpc for Service {
+    type EventStreamStream = OutStream;
+
+    async fn event_stream(
+        &self,
+        request: Request<Streaming<StreamingMessage>>,
+    ) -> Result<Response<Self::EventStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("stream ended before StartStream"))?;
+        let Some(Content::StartStream(start)) = first.content else {
+            return Err(Status::invalid_argument("the first message must be StartStream"));
+        };
+        let waiter = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&start.worker_id);
+        let Some(waiter) = waiter else {
+            warn!(worker = %start.worker_id, "StartStream from an unknown worker id; ignored");
+            return Err(Status::permission_denied("unknown worker id"));
+        };
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        debug!(worker = %start.worker_id, "worker connected");
+        if waiter
+            .send(Connection {
+                inbound,
+                outbound: tx,
+            })
+            .is_err()
+        {
+            return Err(Status::unavailable("Sluice stopped waiting for this worker"));
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,413 @@
+//! One worker's EventStream: the platform's start-up handshake (WorkerInit →
+//! FunctionsMetadata → FunctionLoad per function), then invocations correlated by
+//! invocation id, and the worker's RpcLog lines printed with their labels.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Status, Streaming};
+use tracing::{debug, error, info, warn};
+
+use super::{Connection, RpcError};
+use crate::proto::rpc_log::{Level, RpcLogCategory};
+use crate::proto::status_result::Status as RpcStatus;
+use crate::proto::streaming_message::Content;
+use crate::proto::{
+    FunctionLoadRequest, FunctionsMetadataRequest, InvocationRequest, InvocationResponse,
+    ParameterBinding, RpcFunctionMetadata, RpcLog, StatusResult, StreamingMessage,
+    WorkerInitRequest,
+};
+
+/// A function as the worker indexed it.
+pub type FunctionMeta = RpcFunctionMetadata;
+
+type Pending = Mutex<HashMap<String, PendingInvocation>>;
+
+struct PendingInvocation {
+    function: Arc<str>,
+    reply: oneshot::Sender<InvocationResponse>,
+}
+
+/// A ready worker's stream.
+pub struct Session {
+    worker: String,
+    outbound: mpsc::Sender<Result<StreamingMessage, Status>>,
+    /// Function name → this worker's function id (ids are generated per worker process).
+    function_ids: HashMap<String, String>,
+    /// Function id → why it failed to load; its invocations fail at once, like the host's
+    /// cached load exception.
+    load_errors: HashMap<String, String>,
+    pending: Arc<Pending>,
+    closed: Arc<AtomicBool>,
+}
+
+/// Why one invocation produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeFailure {
+    #[error("function {0} is not loaded on this worker")]
+    UnknownFunction(String),
+    #[error("function {function} failed to load: {reason}")]
+    LoadFailed { function: String, reason: String },
+    #[error("worker {worker} went away before answering")]
+    WorkerGone { worker: String },
+}
+
+/// What the handshake needs to know about the app.
+pub struct Handshake<'a> {
+    pub worker_id: &'a str,
+    pub app_dir: &'a Path,
+    pub worker_dir: &'a Path,
+    pub host_version: &'a str,
+    /// Deadline for each start-up step (platform: init 2 min for Python, metadata 1 min).
+    pub step_timeout: Duration,
+}
+
+impl Session {
+    /// Runs the start-up sequence on a freshly connected worker. Returns the session
+    /// (reading its stream in the background) and the functions the worker indexed.
+    pub async fn start(
+        conn: Connection,
+        hs: Handshake<'_>,
+    ) -> Result<(Arc<Session>, Vec<FunctionMeta>), RpcError> {
+        let Connection {
+            mut inbound,
+            outbound,
+        } = conn;
+        let worker = hs.worker_id.to_owned();
+        let app_dir = hs.app_dir.display().to_string();
+        let mut steps = Steps {
+            worker: &worker,
+            inbound: &mut inbound,
+            outbound: &outbound,
+            timeout: hs.step_timeout,
+        };
+
+        let init = steps
+            .request(
+                "WorkerInitResponse",
+                Content::WorkerInitRequest(WorkerInitRequest {
+                    host_version: hs.host_version.to_owned(),
+                    capabilities: HashMap::new(),
+                    log_categories: HashMap::new(),
+                    worker_directory: hs.worker_dir.display().to_string(),
+                    function_app_directory: app_dir.clone(),
+                }),
+            )
+            .await?;
+        let Content::WorkerInitResponse(init) = init else {
+            unreachable_reply(&worker)?
+        };
+        check(&worker, "to initialise", init.result.as_ref())?;
+        if let Some(meta) = &init.worker_metadata {
+            let props = &meta.custom_properties;
+            info!(
+                worker = %worker,
+                python = %meta.runtime_version,
+                runtime = props.get("sluice.runtime.package").map_or("?", String::as_str),
+                runtime_version = props.get("sluice.runtime.version").map_or("?", String::as_str),
+                source = props.get("sluice.runtime.source").map_or("?", String::as_str),
+                "worker initialised"
+            );
+        }
+
+        let reply = steps
+            .request(
+                "FunctionMetadataResponse",
+                Content::FunctionsMetadataRequest(FunctionsMetadataRequest {
+                    function_app_directory: app_dir,
+                }),
+            )
+            .await?;
+        let Content::FunctionMetadataResponse(metadata) = reply else {
+            unreachable_reply(&worker)?
+        };
+        check(&worker, "to index the app", metadata.result.as_ref())?;
+        if metadata.use_default_metadata_indexing {
+            return Err(RpcError::Failed {
+                worker,
+                stage: "to index the app",
+                message: "the worker asked for host-side indexing (function.json apps), \
+                          which this Sluice version does not support yet"
+                    .into(),
+            });
+        }
+        let functions = metadata.function_metadata_results;
+
+        let mut function_ids = HashMap::new();
+        let mut load_errors = HashMap::new();
+        for function in &functions {
+            let reply = steps
+                .request(
+                    "FunctionLoadResponse",
+                    Content::FunctionLoadRequest(FunctionLoadRequest {
+                        function_id: function.function_id.clone(),
+                        metadata: Some(function.clone()),
+                        managed_dependency_enabled: false,
+                    }),
+                )
+                .await?;
+            let Content::FunctionLoadResponse(load) = reply else {
+                unreachable_reply(&worker)?
+            };
+            if let Err(reason) = status_ok(load.result.as_ref()) {
+                error!(worker = %worker, function = %function.name, %reason, "function failed to load");
+                load_errors.insert(function.function_id.clone(), reason);
+            }
+            function_ids.insert(function.name.clone(), function.function_id.clone());
+        }
+
+        let pending: Arc<Pending> = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(read_loop(
+            worker.clone(),
+            inbound,
+            pending.clone(),
+            closed.clone(),
+        ));
+        let session = Session {
+            worker,
+            outbound,
+            function_ids,
+            load_errors,
+            pending,
+            closed,
+        };
+        Ok((Arc::new(session), functions))
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends one InvocationRequest and waits for its response.
+    pub async fn invoke(
+        &self,
+        function: &Arc<str>,
+        input_data: Vec<ParameterBinding>,
+    ) -> Result<InvocationResponse, InvokeFailure> {
+        let function_id = self
+            .function_ids
+            .get(&**function)
+            .ok_or_else(|| InvokeFailure::UnknownFunction(function.to_string()))?;
+        if let Some(reason) = self.load_errors.get(function_id) {
+            return Err(InvokeFailure::LoadFailed {
+                function: function.to_string(),
+                reason: reason.clone(),
+            });
+        }
+        let gone = || InvokeFailure::WorkerGone {
+            worker: self.worker.clone(),
+        };
+        let invocation_id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            // Checked under the lock so the reader's drain cannot miss this entry.
+            if self.is_closed() {
+                return Err(gone());
+            }
+            pending.insert(
+                invocation_id.clone(),
+                PendingInvocation {
+                    function: function.clone(),
+                    reply: tx,
+                },
+            );
+        }
+        let message = StreamingMessage {
+            request_id: String::new(),
+            content: Some(Content::InvocationRequest(InvocationRequest {
+                invocation_id: invocation_id.clone(),
+                function_id: function_id.clone(),
+                input_data,
+                ..Default::default()
+            })),
+        };
+        if self.outbound.send(Ok(message)).await.is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&invocation_id);
+            return Err(gone());
+        }
+        rx.await.map_err(|_| gone())
+    }
+}
+
+/// The start-up steps: send one request, wait for its reply, printing any logs between.
+struct Steps<'a> {
+    worker: &'a str,
+    inbound: &'a mut Streaming<StreamingMessage>,
+    outbound: &'a mpsc::Sender<Result<StreamingMessage, Status>>,
+    timeout: Duration,
+}
+
+impl Steps<'_> {
+    async fn request(&mut self, expected: &'static str, content: Content) -> Result<Content, RpcError> {
+        let closed = || RpcError::StreamClosed {
+            worker: self.worker.to_owned(),
+        };
+        let message = StreamingMessage {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            content: Some(content),
+        };
+        self.outbound.send(Ok(message)).await.map_err(|_| closed())?;
+        let wait = async {
+            loop {
+                let message = match self.inbound.message().await {
+                    Ok(Some(message)) => message,
+                    Ok(None) | Err(_) => return Err(closed()),
+                };
+                match message.content {
+                    Some(Content::RpcLog(log)) => print_log(self.worker, None, &log),
+                    Some(content) if content_name(&content) == expected => return Ok(content),
+                    Some(other) => debug!(
+                        worker = %self.worker,
+                        message = content_name(&other),
+                        "ignored during start-up"
+                    ),
+                    None => {}
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, wait)
+            .await
+            .map_err(|_| RpcError::Timeout {
+                worker: self.worker.to_owned(),
+                expected,
+                timeout: self.timeout,
+            })?
+    }
+}
+
+fn unreachable_reply<T>(worker: &str) -> Result<T, RpcError> {
+    Err(RpcError::Protocol {
+        worker: worker.to_owned(),
+        reason: "reply of an unexpected kind".into(),
+    })
+}
+
+fn content_name(content: &Content) -> &'static str {
+    match content {
+        Content::WorkerInitResponse(_) => "WorkerInitResponse",
+        Content::FunctionMetadataResponse(_) => "FunctionMetadataResponse",
+        Content::FunctionLoadResponse(_) => "FunctionLoadResponse",
+        Content::InvocationResponse(_) => "InvocationResponse",
+        Content::WorkerStatusResponse(_) => "WorkerStatusResponse",
+        Content::FunctionEnvironmentReloadResponse(_) => "FunctionEnvironmentReloadResponse",
+        Content::RpcLog(_) => "RpcLog",
+        _ => "another message",
+    }
+}
+
+/// `Ok` for a Success result, else the worker's exception message and stack trace.
+fn status_ok(result: Option<&StatusResult>) -> Result<(), String> {
+    match result {
+        Some(r) if r.status == RpcStatus::Success as i32 => Ok(()),
+        Some(r) => Err(match &r.exception {
+            Some(e) if !e.stack_trace.is_empty() => format!("{}\n{}", e.message, e.stack_trace),
+            Some(e) => e.message.clone(),
+            None => r.result.clone(),
+        }),
+        None => Err("no result".into()),
+    }
+}
+
+fn check(worker: &str, stage: &'static str, result: Option<&StatusResult>) -> Result<(), RpcError> {
+    status_ok(result).map_err(|message| RpcError::Failed {
+        worker: worker.to_owned(),
+        stage,
+        message,
+    })
+}
+
+async fn read_loop(
+    worker: String,
+    mut inbound: Streaming<StreamingMessage>,
+    pending: Arc<Pending>,
+    closed: Arc<AtomicBool>,
+) {
+    loop {
+        let message = match inbound.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            Err(status) => {
+                debug!(worker = %worker, %status, "worker stream error");
+                break;
+            }
+        };
+        match message.content {
+            Some(Content::InvocationResponse(response)) => {
+                let entry = pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&response.invocation_id);
+                match entry {
+                    Some(p) => {
+                        let _ = p.reply.send(response);
+                    }
+                    None => debug!(worker = %worker, invocation = %response.invocation_id, "response for an unknown invocation"),
+                }
+            }
+            Some(Content::RpcLog(log)) => {
+                let function = pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&log.invocation_id)
+                    .map(|p| p.function.clone());
+                print_log(&worker, function.as_deref(), &log);
+            }
+            Some(other) => debug!(worker = %worker, message = content_name(&other), "ignored"),
+            None => {}
+        }
+    }
+    // Dropping the senders answers every waiting invocation with WorkerGone.
+    let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+    closed.store(true, Ordering::Release);
+    let lost = pending.len();
+    pending.clear();
+    if lost > 0 {
+        warn!(worker = %worker, invocations = lost, "worker stream closed with invocations in flight");
+    } else {
+        debug!(worker = %worker, "worker stream closed");
+    }
+}
+
+/// Prints a worker's log record. User records keep their text as the event message so
+/// they stay readable; labels (worker, function, invocation, logger) are fields.
+fn print_log(worker: &str, function: Option<&str>, log: &RpcLog) {
+    let function = function.unwrap_or("-");
+    let invocation = if log.invocation_id.is_empty() {
+        "-"
+    } else {
+        log.invocation_id.as_str()
+    };
+    let mut text = log.message.clone();
+    if let Some(e) = &log.exception {
+        text.push('\n');
+        text.push_str(&e.message);
+        text.push('\n');
+        text.push_str(&e.stack_trace);
+    }
+    let system = log.log_category == RpcLogCategory::System as i32;
+    let level = Level::try_from(log.level).unwrap_or(Level::Information);
+    macro_rules! emit {
+        ($mac:ident) => {
+            $mac!(target: "function", worker, function, invocation, logger = %log.category, "{text}")
+        };
+    }
+    match level {
+        Level::Critical | Level::Error => emit!(error),
+        Level::Warning => emit!(warn),
+        Level::Information if !system => emit!(info),
+        _ => emit!(debug),
+    }
+}
