@@ -192,14 +192,15 @@ pub fn set_cookie(c: &RpcHttpCookie) -> String {
     {
         out.push_str(&format!("; max-age={}", max_age as i64));
     }
+    // The SDK sends unset attributes as empty strings; an empty attribute is left out.
     if let Some(crate::proto::nullable_string::String::Value(domain)) =
-        c.domain.as_ref().and_then(|d| d.string.as_ref())
+        c.domain.as_ref().and_then(|d| d.string.as_ref()).filter(|d| !is_empty_value(d))
     {
         out.push_str("; domain=");
         out.push_str(domain);
     }
     if let Some(crate::proto::nullable_string::String::Value(path)) =
-        c.path.as_ref().and_then(|p| p.string.as_ref())
+        c.path.as_ref().and_then(|p| p.string.as_ref()).filter(|p| !is_empty_value(p))
     {
         out.push_str("; path=");
         out.push_str(path);
@@ -217,6 +218,11 @@ pub fn set_cookie(c: &RpcHttpCookie) -> String {
         out.push_str("; httponly");
     }
     out
+}
+
+fn is_empty_value(v: &crate::proto::nullable_string::String) -> bool {
+    let crate::proto::nullable_string::String::Value(v) = v;
+    v.is_empty()
 }
 
 /// RFC 1123 date (`Thu, 01 Jan 1970 00:00:00 GMT`) from Unix seconds.

@@ -1,1 +1,1180 @@
-//! Python discovery and environments. (Being written; contract below.)
+//! Python discovery and the two environments Sluice prepares on disk before any worker starts.
+//!
+//! Owns: finding a Python ≥ 3.13 ([`find_python`]); building the worker's private environment,
+//! keyed by content under the cache directory ([`ensure_worker_env`]); installing the app's
+//! `requirements.txt` into `APP_DIR/.python_packages/lib/site-packages` ([`ensure_app_packages`]).
+//! Both builds take a file lock, so several Sluice processes can start together safely. Both are
+//! built in a temporary directory and moved into place with a rename, so a half-built
+//! environment is never used.
+//!
+//! Must not: start workers or run functions (the supervisor does that), read the process
+//! environment for its own decisions (callers pass `env`), or install anything after startup.
+
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::process::{ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::process::Command;
+use tracing::{debug, info};
+
+/// The oldest Python the worker supports.
+const MIN_VERSION: (u32, u32) = (3, 13);
+/// Interpreter names looked up on `PATH`, in order of preference.
+const PATH_NAMES: [&str; 3] = ["python3.13", "python3.14", "python3.15"];
+/// A probe only prints two lines; a hang means a broken interpreter or shim.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+const PROBE_SCRIPT: &str =
+    "import sys; print('%d %d %d' % tuple(sys.version_info[:3])); print(sys.executable)";
+/// How much of pip's output an install error keeps: the end, where pip puts its reason.
+const OUTPUT_TAIL: usize = 4096;
+/// Written last into a finished worker environment; its presence is the "ready" signal.
+const COMPLETE_MARKER: &str = ".complete";
+const APP_PACKAGES_DIR: &str = ".python_packages";
+const APP_HASH_FILE: &str = ".sluice-requirements.sha256";
+const APP_LOCK_FILE: &str = ".sluice.lock";
+const APP_TMP_PREFIX: &str = ".sluice-tmp-";
+
+/// Errors from discovering Python and preparing environments.
+#[derive(Debug, thiserror::Error)]
+pub enum PythonError {
+    #[error(
+        "the Python given with --python / SLUICE_PYTHON ({}) cannot be used: {reason}; \
+         point --python or SLUICE_PYTHON at Python 3.13 or newer",
+        path.display()
+    )]
+    ExplicitUnusable { path: PathBuf, reason: Rejection },
+    #[error("{}", not_found_message(tried))]
+    NotFound {
+        /// One line per candidate (or place searched), with why it was rejected.
+        tried: Vec<String>,
+    },
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot run {}: {source}", program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("installing the {what} failed (pip {status}):\n{output}")]
+    Install {
+        what: &'static str,
+        status: ExitStatus,
+        /// The end of pip's stdout followed by its stderr.
+        output: String,
+    },
+    #[error("worker asset path {path:?} must be relative and stay inside the worker directory")]
+    InvalidAsset { path: &'static str },
+    #[error("background task for {what} failed: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Why a Python candidate was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("not found on PATH")]
+    NotOnPath,
+    #[error("cannot run it: {0}")]
+    Spawn(#[source] io::Error),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    #[error("it exited with {status}: {message}")]
+    Failed { status: ExitStatus, message: String },
+    #[error("unexpected version output {0:?}")]
+    BadOutput(String),
+    #[error("version {}.{}.{} is older than 3.13", version.0, version.1, version.2)]
+    TooOld { version: (u32, u32, u32) },
+}
+
+/// A usable interpreter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonInfo {
+    /// The interpreter's own `sys.executable` when it reports one (so shims are bypassed).
+    pub path: PathBuf,
+    pub version: (u32, u32, u32),
+}
+
+/// One file of the worker package, embedded in the sluice binary.
+#[derive(Debug, Clone, Copy)]
+pub struct Asset {
+    /// Relative to the worker directory, e.g. `sluice_worker/__main__.py`.
+    pub path: &'static str,
+    pub bytes: &'static [u8],
+}
+
+/// A finished worker environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerEnv {
+    pub root: PathBuf,
+    /// `root/site-packages`: the worker's pinned dependencies.
+    pub site_packages: PathBuf,
+    /// `root/worker`: the embedded worker package files.
+    pub worker_dir: PathBuf,
+}
+
+impl PythonInfo {
+    /// The version as `major.minor.micro`, e.g. `3.13.0`.
+    pub fn version_string(&self) -> String {
+        let (major, minor, micro) = self.version;
+        format!("{major}.{minor}.{micro}")
+    }
+}
+
+impl WorkerEnv {
+    fn at(root: PathBuf) -> Self {
+        Self {
+            site_packages: root.join("site-packages"),
+            worker_dir: root.join("worker"),
+            root,
+        }
+    }
+}
+
+/// Finds a Python ≥ 3.13.
+///
+/// `explicit` (from `--python` or `SLUICE_PYTHON`) wins and must work: a bare name is looked up on
+/// `PATH`, and any problem is [`PythonError::ExplicitUnusable`]. Otherwise the first working
+/// `python3.13`, `python3.14`, `python3.15` on `PATH`, then the highest pyenv interpreter
+/// `$PYENV_ROOT/versions/*/bin/python3.N` (N ≥ 13; `PYENV_ROOT` defaults to `$HOME/.pyenv`).
+/// `env` supplies `PATH`, `HOME` and `PYENV_ROOT`. With no candidate left, returns
+/// [`PythonError::NotFound`] listing every candidate and why it was rejected.
+pub async fn find_python(
+    explicit: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PythonInfo, PythonError> {
+    if let Some(given) = explicit {
+        let unusable = |reason| PythonError::ExplicitUnusable {
+            path: given.to_path_buf(),
+            reason,
+        };
+        let mut parts = given.components();
+        let is_bare_name = matches!(
+            (parts.next(), parts.next()),
+            (Some(Component::Normal(_)), None)
+        );
+        let resolved = if is_bare_name {
+            on_path(given.as_os_str(), env)
+                .into_iter()
+                .next()
+                .ok_or_else(|| unusable(Rejection::NotOnPath))?
+        } else {
+            given.to_path_buf()
+        };
+        return probe(&resolved).await.map_err(unusable);
+    }
+
+    let mut tried = Vec::new();
+    let mut candidates = Vec::new();
+    for name in PATH_NAMES {
+        candidates.extend(on_path(OsStr::new(name), env));
+    }
+    if candidates.is_empty() {
+        tried.push(format!("PATH: no {}", PATH_NAMES.join(", ")));
+    }
+    for candidate in candidates {
+        match probe(&candidate).await {
+            Ok(info) => return Ok(info),
+            Err(reason) => tried.push(format!("{}: {reason}", candidate.display())),
+        }
+    }
+
+    let pyenv_root = non_empty(env, "PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| non_empty(env, "HOME").map(|home| Path::new(&home).join(".pyenv")));
+    let Some(pyenv_root) = pyenv_root else {
+        tried.push("pyenv: neither PYENV_ROOT nor HOME is set".to_owned());
+        return Err(PythonError::NotFound { tried });
+    };
+    let versions = pyenv_root.join("versions");
+    let candidates = match pyenv_candidates(&versions) {
+        Ok(found) if found.is_empty() => {
+            let place = versions.display();
+            tried.push(format!("pyenv: no python3.13 or newer under {place}"));
+            found
+        }
+        Ok(found) => found,
+        Err(error) => {
+            tried.push(format!("pyenv: {}: {error}", versions.display()));
+            Vec::new()
+        }
+    };
+    let mut best: Option<PythonInfo> = None;
+    for candidate in candidates {
+        match probe(&candidate).await {
+            Ok(info) if best.as_ref().is_none_or(|b| info.version > b.version) => best = Some(info),
+            Ok(_) => {}
+            Err(reason) => tried.push(format!("{}: {reason}", candidate.display())),
+        }
+    }
+    best.ok_or(PythonError::NotFound { tried })
+}
+
+/// Builds (once, cached) the worker's private environment under `cache_dir`.
+///
+/// The directory is `cache_dir/worker-<key>`, where the key hashes the Python version, `lock`
+/// (a pip requirements text) and every asset; a finished environment returns at once without
+/// running pip. Otherwise, under a file lock shared with other Sluice processes, it installs
+/// `lock` with pip into `site-packages`, writes the assets into `worker`, byte-compiles both and
+/// moves the result into place. Errors: [`PythonError::Install`] with pip's message, or I/O.
+pub async fn ensure_worker_env(
+    python: &PythonInfo,
+    cache_dir: &Path,
+    lock: &str,
+    assets: &[Asset],
+) -> Result<WorkerEnv, PythonError> {
+    if let Some(bad) = assets.iter().find(|a| !is_plain_relative(a.path)) {
+        return Err(PythonError::InvalidAsset { path: bad.path });
+    }
+    let key = worker_env_key(python, lock, assets);
+    let env = WorkerEnv::at(cache_dir.join(format!("worker-{key}")));
+    let marker = env.root.join(COMPLETE_MARKER);
+    if exists(&marker).await? {
+        debug!(root = %env.root.display(), "worker environment cached");
+        return Ok(env);
+    }
+
+    create_dir_all(cache_dir).await?;
+    let _lock = lock_exclusive(cache_dir.join(format!("worker-{key}.lock"))).await?;
+    if exists(&marker).await? {
+        return Ok(env);
+    }
+    let started = Instant::now();
+    info!(
+        python = %python.version_string(),
+        path = %python.path.display(),
+        root = %env.root.display(),
+        "building worker environment"
+    );
+    // Holding the lock, any other temp dir for this key is left over from a crashed build.
+    let tmp_prefix = format!("worker-{key}.tmp-");
+    remove_leftovers(cache_dir, &tmp_prefix).await?;
+    if exists(&env.root).await? {
+        remove_dir_all(&env.root).await?;
+    }
+    let tmp = cache_dir.join(format!("{tmp_prefix}{}", std::process::id()));
+    if let Err(error) = build_worker_env(python, &tmp, lock, assets).await {
+        discard(&tmp).await;
+        return Err(error);
+    }
+    if let Err(source) = tokio::fs::rename(&tmp, &env.root).await {
+        discard(&tmp).await;
+        if !exists(&marker).await? {
+            return Err(io_error(
+                "moving worker environment into",
+                &env.root,
+                source,
+            ));
+        }
+    }
+    info!(elapsed = ?started.elapsed(), root = %env.root.display(), "worker environment ready");
+    Ok(env)
+}
+
+/// The default cache directory: `$SLUICE_CACHE_DIR`, else `$XDG_CACHE_HOME/sluice`, else
+/// `$HOME/.cache/sluice`, else `sluice-cache` in the system temp directory.
+pub fn default_cache_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    if let Some(dir) = non_empty(env, "SLUICE_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    // The XDG spec says to ignore relative values.
+    if let Some(dir) = non_empty(env, "XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute())
+    {
+        return dir.join("sluice");
+    }
+    match non_empty(env, "HOME") {
+        Some(home) => Path::new(&home).join(".cache").join("sluice"),
+        None => std::env::temp_dir().join("sluice-cache"),
+    }
+}
+
+/// Installs the app's `requirements.txt` into `APP_DIR/.python_packages/lib/site-packages` when
+/// that was never done for this Python version and file content, or the content changed.
+///
+/// Safe when several Sluice processes start on the same app at once (a file lock serialises
+/// them; the loser sees the winner's result). Returns the site-packages path if it exists (also
+/// without a `requirements.txt`), else `None`. Errors: [`PythonError::Install`] with pip's
+/// message, or I/O.
+pub async fn ensure_app_packages(
+    python: &PythonInfo,
+    app_dir: &Path,
+) -> Result<Option<PathBuf>, PythonError> {
+    // pip runs inside the app directory (for local paths in requirements), so paths must be absolute.
+    let app_dir = tokio::fs::canonicalize(app_dir)
+        .await
+        .map_err(|source| io_error("resolving app directory", app_dir, source))?;
+    let packages = app_dir.join(APP_PACKAGES_DIR);
+    let site_packages = packages.join("lib").join("site-packages");
+    let requirements = app_dir.join("requirements.txt");
+    let content = match tokio::fs::read(&requirements).await {
+        Ok(content) => content,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return Ok(exists(&site_packages).await?.then_some(site_packages));
+        }
+        Err(source) => return Err(io_error("reading", &requirements, source)),
+    };
+    let wanted = app_requirements_hash(python, &content);
+    let hash_file = packages.join(APP_HASH_FILE);
+    if is_up_to_date(&hash_file, &wanted, &site_packages).await? {
+        info!(app = %app_dir.display(), "app requirements up to date");
+        return Ok(Some(site_packages));
+    }
+
+    create_dir_all(&packages).await?;
+    let _lock = lock_exclusive(packages.join(APP_LOCK_FILE)).await?;
+    if is_up_to_date(&hash_file, &wanted, &site_packages).await? {
+        info!(app = %app_dir.display(), "app requirements up to date");
+        return Ok(Some(site_packages));
+    }
+    let started = Instant::now();
+    info!(
+        app = %app_dir.display(),
+        python = %python.version_string(),
+        target = %site_packages.display(),
+        "installing app requirements"
+    );
+    remove_leftovers(&packages, APP_TMP_PREFIX).await?;
+    let tmp = packages.join(format!("{APP_TMP_PREFIX}{}", std::process::id()));
+    create_dir_all(&tmp).await?;
+    let installed = pip_install(
+        python,
+        "app requirements",
+        &tmp,
+        &requirements,
+        true,
+        &app_dir,
+    )
+    .await;
+    if let Err(error) = installed {
+        discard(&tmp).await;
+        return Err(error);
+    }
+    // Drop the hash first: a crash mid-swap must not leave a stale "up to date" marker.
+    remove_file_if_exists(&hash_file).await?;
+    if exists(&site_packages).await? {
+        remove_dir_all(&site_packages).await?;
+    }
+    create_dir_all(&packages.join("lib")).await?;
+    tokio::fs::rename(&tmp, &site_packages)
+        .await
+        .map_err(|source| io_error("moving installed packages into", &site_packages, source))?;
+    write_file(&hash_file, wanted.as_bytes()).await?;
+    info!(elapsed = ?started.elapsed(), app = %app_dir.display(), "app requirements installed");
+    Ok(Some(site_packages))
+}
+
+async fn build_worker_env(
+    python: &PythonInfo,
+    tmp: &Path,
+    lock: &str,
+    assets: &[Asset],
+) -> Result<(), PythonError> {
+    let site_packages = tmp.join("site-packages");
+    let worker_dir = tmp.join("worker");
+    create_dir_all(&site_packages).await?;
+    let lock_file = tmp.join("requirements.lock");
+    write_file(&lock_file, lock.as_bytes()).await?;
+    pip_install(
+        python,
+        "worker environment",
+        &site_packages,
+        &lock_file,
+        false,
+        tmp,
+    )
+    .await?;
+    for asset in assets {
+        let path = worker_dir.join(asset.path);
+        if let Some(parent) = path.parent() {
+            create_dir_all(parent).await?;
+        }
+        write_file(&path, asset.bytes).await?;
+    }
+    create_dir_all(&worker_dir).await?;
+    // Byte-compiling only saves start-up time; a failure here must not block start-up.
+    let mut compile = python_command(python);
+    compile
+        .args(["-m", "compileall", "-q"])
+        .arg(&worker_dir)
+        .arg(&site_packages)
+        .current_dir(tmp);
+    match compile.output().await {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => debug!(status = %out.status, output = %combined_tail(&out), "compileall failed"),
+        Err(error) => debug!(%error, "compileall could not run"),
+    }
+    write_file(&tmp.join(COMPLETE_MARKER), b"").await
+}
+
+/// Runs the interpreter and checks it is Python ≥ 3.13.
+async fn probe(path: &Path) -> Result<PythonInfo, Rejection> {
+    let mut cmd = Command::new(path);
+    cmd.args(["-c", PROBE_SCRIPT])
+        .env_remove("PYTHONPATH")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = match tokio::time::timeout(PROBE_TIMEOUT, cmd.output()).await {
+        Err(_) => return Err(Rejection::TimedOut(PROBE_TIMEOUT)),
+        Ok(Err(error)) => return Err(Rejection::Spawn(error)),
+        Ok(Ok(out)) => out,
+    };
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let message = stderr
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("no message");
+        return Err(Rejection::Failed {
+            status: out.status,
+            message: message.chars().take(200).collect(),
+        });
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    let version = lines
+        .next()
+        .and_then(parse_version)
+        .ok_or_else(|| Rejection::BadOutput(stdout.trim().chars().take(200).collect()))?;
+    if (version.0, version.1) < MIN_VERSION {
+        return Err(Rejection::TooOld { version });
+    }
+    let executable = lines
+        .next()
+        .map(|line| PathBuf::from(line.trim()))
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| path.to_path_buf());
+    Ok(PythonInfo {
+        path: executable,
+        version,
+    })
+}
+
+fn parse_version(line: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = line.split_whitespace().map(str::parse::<u32>);
+    let version = (
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    );
+    parts.next().is_none().then_some(version)
+}
+
+/// Every executable file called `name` in the `PATH` from `env`, in `PATH` order, without duplicates.
+fn on_path(name: &OsStr, env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(path_var) = env("PATH") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut seen = Vec::new();
+    for dir in std::env::split_paths(&path_var).filter(|d| !d.as_os_str().is_empty()) {
+        let candidate = dir.join(name);
+        let executable = std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        // /bin and /usr/bin are often the same directory; probe each interpreter once.
+        let real = std::fs::canonicalize(&candidate).unwrap_or_else(|_| candidate.clone());
+        if executable && !seen.contains(&real) {
+            seen.push(real);
+            found.push(candidate);
+        }
+    }
+    found
+}
+
+/// `versions/*/bin/python3.N` with N ≥ 13, sorted for a deterministic probe order.
+fn pyenv_candidates(versions: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for version in std::fs::read_dir(versions)? {
+        let bin = version?.path().join("bin");
+        let Ok(entries) = std::fs::read_dir(&bin) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let minor = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("python3."))
+                .filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|m| m.parse::<u32>().ok());
+            if minor.is_some_and(|m| m >= MIN_VERSION.1) {
+                found.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn not_found_message(tried: &[String]) -> String {
+    let mut message = String::from("no Python 3.13 or newer found; tried:");
+    for line in tried {
+        message.push_str("\n  - ");
+        message.push_str(line);
+    }
+    message.push_str(
+        "\ninstall Python 3.13 or newer, or pass its path with --python PATH or SLUICE_PYTHON=PATH",
+    );
+    message
+}
+
+fn non_empty(env: &dyn Fn(&str) -> Option<String>, key: &str) -> Option<String> {
+    env(key).filter(|value| !value.is_empty())
+}
+
+/// An interpreter command for installs: no stdin, output captured, and no caller `PYTHONPATH`
+/// leaking into what gets installed.
+fn python_command(python: &PythonInfo) -> Command {
+    let mut cmd = Command::new(&python.path);
+    cmd.env_remove("PYTHONPATH")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn pip_install(
+    python: &PythonInfo,
+    what: &'static str,
+    target: &Path,
+    requirements: &Path,
+    upgrade: bool,
+    cwd: &Path,
+) -> Result<(), PythonError> {
+    let mut cmd = python_command(python);
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+    ])
+    .arg("--no-warn-script-location");
+    if upgrade {
+        cmd.arg("--upgrade");
+    }
+    cmd.arg("--target")
+        .arg(target)
+        .arg("-r")
+        .arg(requirements)
+        .current_dir(cwd);
+    let out = cmd.output().await.map_err(|source| PythonError::Spawn {
+        program: python.path.clone(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(PythonError::Install {
+            what,
+            status: out.status,
+            output: combined_tail(&out),
+        });
+    }
+    debug!(what, output = %combined_tail(&out), "pip install finished");
+    Ok(())
+}
+
+/// The end of stdout followed by stderr, trimmed to [`OUTPUT_TAIL`] bytes on a char boundary.
+fn combined_tail(out: &Output) -> String {
+    let combined = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    tail(&String::from_utf8_lossy(&combined), OUTPUT_TAIL)
+}
+
+fn tail(text: &str, max: usize) -> String {
+    let text = text.trim_end();
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+fn worker_env_key(python: &PythonInfo, lock: &str, assets: &[Asset]) -> String {
+    let mut hasher = Sha256::new();
+    // Length prefixes keep field boundaries unambiguous.
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(python.version_string().as_bytes());
+    field(lock.as_bytes());
+    for asset in assets {
+        field(asset.path.as_bytes());
+        field(asset.bytes);
+    }
+    let digest = hex(&hasher.finalize());
+    digest[..16].to_owned()
+}
+
+fn app_requirements_hash(python: &PythonInfo, requirements: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(python.version_string().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(requirements);
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_plain_relative(path: &str) -> bool {
+    let path = Path::new(path);
+    path.components().next().is_some()
+        && path.components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+async fn is_up_to_date(
+    hash_file: &Path,
+    wanted: &str,
+    site_packages: &Path,
+) -> Result<bool, PythonError> {
+    let recorded = match tokio::fs::read_to_string(hash_file).await {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(io_error("reading", hash_file, source)),
+    };
+    Ok(recorded.trim() == wanted && exists(site_packages).await?)
+}
+
+/// Opens (creating) `path` and waits for an exclusive lock on it; dropping the file unlocks.
+async fn lock_exclusive(path: PathBuf) -> Result<File, PythonError> {
+    tokio::task::spawn_blocking(move || {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| io_error("opening lock file", &path, source))?;
+        // std's `File::lock` is stable since Rust 1.89; the crate's `rust-version` must say so.
+        #[allow(
+            clippy::incompatible_msrv,
+            reason = "needs Rust 1.89; see rust-version"
+        )]
+        let locked = file.lock();
+        locked.map_err(|source| io_error("locking", &path, source))?;
+        Ok(file)
+    })
+    .await
+    .map_err(|source| PythonError::Task {
+        what: "taking a file lock",
+        source,
+    })?
+}
+
+/// Removes entries of `dir` whose names start with `prefix`: builds that never finished.
+async fn remove_leftovers(dir: &Path, prefix: &str) -> Result<(), PythonError> {
+    let mut entries = tokio::fs::read_dir(dir)
+        .await
+        .map_err(|source| io_error("listing", dir, source))?;
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|source| io_error("listing", dir, source))?
+    {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(prefix))
+        {
+            debug!(path = %entry.path().display(), "removing unfinished build");
+            remove_dir_all(&entry.path()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Best-effort removal of a failed build; the next build removes it anyway.
+async fn discard(dir: &Path) {
+    if let Err(error) = tokio::fs::remove_dir_all(dir).await {
+        debug!(path = %dir.display(), %error, "could not remove unfinished build");
+    }
+}
+
+fn io_error(action: &'static str, path: &Path, source: io::Error) -> PythonError {
+    PythonError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+async fn exists(path: &Path) -> Result<bool, PythonError> {
+    tokio::fs::try_exists(path)
+        .await
+        .map_err(|source| io_error("checking", path, source))
+}
+
+async fn create_dir_all(path: &Path) -> Result<(), PythonError> {
+    tokio::fs::create_dir_all(path)
+        .await
+        .map_err(|source| io_error("creating directory", path, source))
+}
+
+async fn remove_dir_all(path: &Path) -> Result<(), PythonError> {
+    tokio::fs::remove_dir_all(path)
+        .await
+        .map_err(|source| io_error("removing", path, source))
+}
+
+async fn remove_file_if_exists(path: &Path) -> Result<(), PythonError> {
+    match tokio::fs::remove_file(path).await {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+            Err(io_error("removing", path, error))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PythonError> {
+    tokio::fs::write(path, bytes)
+        .await
+        .map_err(|source| io_error("writing", path, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!(
+                "sluice-python-test-{tag}-{}-{n}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create temp dir");
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn fake_env(pairs: &[(&str, &Path)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.display().to_string()))
+            .collect();
+        move |key| map.get(key).cloned()
+    }
+
+    fn real_env(key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+
+    async fn real_python() -> PythonInfo {
+        find_python(None, &real_env)
+            .await
+            .expect("these tests need a Python >= 3.13 (on PATH or under pyenv)")
+    }
+
+    /// The same version at a path that cannot run: any pip call with it fails.
+    fn unrunnable(python: &PythonInfo) -> PythonInfo {
+        PythonInfo {
+            path: PathBuf::from("/nonexistent/sluice-test/python3.13"),
+            version: python.version,
+        }
+    }
+
+    fn home() -> PathBuf {
+        PathBuf::from(real_env("HOME").expect("HOME is set"))
+    }
+
+    const ASSETS: [Asset; 2] = [
+        Asset {
+            path: "sluice_worker/__init__.py",
+            bytes: b"",
+        },
+        Asset {
+            path: "sluice_worker/__main__.py",
+            bytes: b"print('hello from the worker')\n",
+        },
+    ];
+
+    fn dir_names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn finds_pyenv_python_when_path_has_none() {
+        let empty = TempDir::new("empty-path");
+        let pyenv = home().join(".pyenv");
+        let env = fake_env(&[("PATH", &empty.0), ("PYENV_ROOT", &pyenv)]);
+        let python = find_python(None, &env).await.expect("pyenv has 3.13");
+        assert!(python.version >= (3, 13, 0), "{python:?}");
+        assert!(python.path.starts_with(&pyenv), "{python:?}");
+        assert!(python.version_string().starts_with("3.1"));
+        // PYENV_ROOT defaults to ~/.pyenv.
+        let env = fake_env(&[("PATH", &empty.0), ("HOME", &home())]);
+        assert_eq!(find_python(None, &env).await.expect("default root"), python);
+    }
+
+    #[tokio::test]
+    async fn explicit_python_older_than_313_is_rejected_by_name() {
+        let python3 = on_path(OsStr::new("python3"), &real_env)
+            .into_iter()
+            .next()
+            .expect("python3 on PATH");
+        let error = find_python(Some(&python3), &real_env)
+            .await
+            .expect_err("python3 on PATH is 3.11");
+        let message = error.to_string();
+        assert!(
+            matches!(
+                &error,
+                PythonError::ExplicitUnusable {
+                    reason: Rejection::TooOld { .. },
+                    ..
+                }
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains(&python3.display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("is older than 3.13"), "{message}");
+        assert!(message.contains("--python"), "{message}");
+
+        let missing = Path::new("python3.99-sluice-missing");
+        let error = find_python(Some(missing), &real_env)
+            .await
+            .expect_err("missing");
+        assert!(
+            error.to_string().contains("python3.99-sluice-missing")
+                && error.to_string().contains("not found on PATH"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn explicit_bare_name_is_looked_up_on_path() {
+        let python = real_python().await;
+        let bin = TempDir::new("explicit-bin");
+        std::os::unix::fs::symlink(&python.path, bin.0.join("my-python")).expect("symlink");
+        let env = fake_env(&[("PATH", &bin.0)]);
+        let found = find_python(Some(Path::new("my-python")), &env)
+            .await
+            .expect("found");
+        assert_eq!(found.version, python.version);
+    }
+
+    #[tokio::test]
+    async fn not_found_lists_every_candidate_and_the_fix() {
+        let old = real_python_older_than_313().await;
+        let dir = TempDir::new("not-found");
+        let bin = dir.0.join("bin");
+        let pyenv_bin = dir.0.join("pyenv/versions/3.13.9/bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        std::fs::create_dir_all(&pyenv_bin).expect("mkdir");
+        // A broken interpreter on PATH, and a pyenv one whose name lies about its version.
+        let broken = bin.join("python3.14");
+        std::os::unix::fs::symlink(on_path(OsStr::new("false"), &real_env)[0].clone(), &broken)
+            .expect("symlink");
+        let liar = pyenv_bin.join("python3.13");
+        std::os::unix::fs::symlink(&old, &liar).expect("symlink");
+        // Not interpreter names, so never tried.
+        std::os::unix::fs::symlink(&old, pyenv_bin.join("python3.13-config")).expect("symlink");
+        std::os::unix::fs::symlink(&old, pyenv_bin.join("python3.12")).expect("symlink");
+
+        let env = fake_env(&[("PATH", &bin), ("PYENV_ROOT", &dir.0.join("pyenv"))]);
+        let error = find_python(None, &env).await.expect_err("nothing usable");
+        let PythonError::NotFound { tried } = &error else {
+            panic!("expected NotFound, got {error}");
+        };
+        assert_eq!(tried.len(), 2, "{tried:?}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("{}: it exited with", broken.display())),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("{}: version 3.", liar.display())),
+            "{message}"
+        );
+        assert!(message.contains("is older than 3.13"), "{message}");
+        assert!(
+            message.contains("--python PATH or SLUICE_PYTHON"),
+            "{message}"
+        );
+
+        // Nothing at all still says where it looked.
+        let env = fake_env(&[("PATH", &dir.0.join("nowhere"))]);
+        let message = find_python(None, &env).await.expect_err("none").to_string();
+        assert!(message.contains("PATH: no python3.13"), "{message}");
+        assert!(message.contains("neither PYENV_ROOT nor HOME"), "{message}");
+    }
+
+    /// The real executable of `python3` on PATH (3.11 here), bypassing any shim.
+    async fn real_python_older_than_313() -> PathBuf {
+        let python3 = on_path(OsStr::new("python3"), &real_env)
+            .into_iter()
+            .next()
+            .expect("python3 on PATH");
+        let out = Command::new(&python3)
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .await
+            .expect("run python3");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn worker_env_is_built_once_then_reused_without_pip() {
+        let python = real_python().await;
+        let cache = TempDir::new("worker-env");
+        let env = ensure_worker_env(&python, &cache.0, "six==1.16.0\n", &ASSETS)
+            .await
+            .expect("build");
+        assert!(env.root.starts_with(&cache.0));
+        assert!(env.site_packages.join("six.py").is_file());
+        let main = std::fs::read(env.worker_dir.join("sluice_worker/__main__.py")).expect("asset");
+        assert_eq!(main, ASSETS[1].bytes);
+        assert!(
+            env.worker_dir.join("sluice_worker/__pycache__").is_dir(),
+            "compiled"
+        );
+        let marker = env.root.join(COMPLETE_MARKER);
+        let built_at = std::fs::metadata(&marker)
+            .expect("marker")
+            .modified()
+            .expect("mtime");
+
+        // The hot path: an interpreter that cannot run proves pip is not called again.
+        let again = ensure_worker_env(&unrunnable(&python), &cache.0, "six==1.16.0\n", &ASSETS)
+            .await
+            .expect("cached");
+        assert_eq!(again, env);
+        let mtime = std::fs::metadata(&marker)
+            .expect("marker")
+            .modified()
+            .expect("mtime");
+        assert_eq!(mtime, built_at);
+        // A different lock is a different environment.
+        let other =
+            ensure_worker_env(&unrunnable(&python), &cache.0, "six==1.17.0\n", &ASSETS).await;
+        assert!(matches!(other, Err(PythonError::Spawn { .. })), "{other:?}");
+        let names = dir_names(&cache.0);
+        assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_worker_env_builds_both_succeed() {
+        let python = real_python().await;
+        let cache = TempDir::new("worker-env-race");
+        let (a, b) = tokio::join!(
+            ensure_worker_env(&python, &cache.0, "six==1.16.0\n", &ASSETS),
+            ensure_worker_env(&python, &cache.0, "six==1.16.0\n", &ASSETS),
+        );
+        let (a, b) = (a.expect("first"), b.expect("second"));
+        assert_eq!(a, b);
+        assert!(a.site_packages.join("six.py").is_file());
+        assert_eq!(
+            dir_names(&cache.0).len(),
+            2,
+            "root and lock only, no temp dirs"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn worker_env_install_failure_carries_pip_message() {
+        let python = real_python().await;
+        let cache = TempDir::new("worker-env-bad");
+        let error = ensure_worker_env(
+            &python,
+            &cache.0,
+            "this-package-does-not-exist-sluice==9.9\n",
+            &ASSETS,
+        )
+        .await
+        .expect_err("cannot install");
+        let PythonError::Install { what, output, .. } = &error else {
+            panic!("expected Install, got {error}");
+        };
+        assert_eq!(*what, "worker environment");
+        assert!(
+            output.contains("this-package-does-not-exist-sluice"),
+            "{output}"
+        );
+        assert_eq!(dir_names(&cache.0).len(), 1, "only the lock file is left");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn app_packages_install_skip_and_reinstall_on_change() {
+        let python = real_python().await;
+        let app = TempDir::new("app");
+        assert_eq!(
+            ensure_app_packages(&python, &app.0).await.expect("no reqs"),
+            None
+        );
+
+        std::fs::write(app.0.join("requirements.txt"), "six==1.16.0\n").expect("write");
+        let site = ensure_app_packages(&python, &app.0)
+            .await
+            .expect("install")
+            .expect("site");
+        assert!(site.ends_with(".python_packages/lib/site-packages"));
+        assert!(site.join("six-1.16.0.dist-info").is_dir());
+
+        // Unchanged: no pip (the interpreter cannot run).
+        let skipped = ensure_app_packages(&unrunnable(&python), &app.0)
+            .await
+            .expect("skip");
+        assert_eq!(skipped.as_deref(), Some(site.as_path()));
+
+        std::fs::write(app.0.join("requirements.txt"), "six==1.17.0\n").expect("write");
+        let again = ensure_app_packages(&python, &app.0)
+            .await
+            .expect("reinstall")
+            .expect("site");
+        assert!(again.join("six-1.17.0.dist-info").is_dir());
+        assert!(!again.join("six-1.16.0.dist-info").exists());
+        let leftovers: Vec<_> = dir_names(&app.0.join(APP_PACKAGES_DIR))
+            .into_iter()
+            .filter(|n| n.starts_with(APP_TMP_PREFIX))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        // Without requirements.txt an existing site-packages is still reported.
+        std::fs::remove_file(app.0.join("requirements.txt")).expect("rm");
+        let kept = ensure_app_packages(&unrunnable(&python), &app.0)
+            .await
+            .expect("kept");
+        assert_eq!(kept.as_deref(), Some(site.as_path()));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_app_installs_both_succeed() {
+        let python = real_python().await;
+        let app = TempDir::new("app-race");
+        std::fs::write(app.0.join("requirements.txt"), "six==1.16.0\n").expect("write");
+        let (a, b) = tokio::join!(
+            ensure_app_packages(&python, &app.0),
+            ensure_app_packages(&python, &app.0)
+        );
+        let (a, b) = (a.expect("first"), b.expect("second"));
+        assert_eq!(a, b);
+        assert!(a.expect("site").join("six.py").is_file());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bad_app_requirement_fails_with_pip_message() {
+        let python = real_python().await;
+        let app = TempDir::new("app-bad");
+        std::fs::write(
+            app.0.join("requirements.txt"),
+            "this-package-does-not-exist-sluice==9.9\n",
+        )
+        .expect("write");
+        let error = ensure_app_packages(&python, &app.0)
+            .await
+            .expect_err("cannot install");
+        let PythonError::Install { what, output, .. } = &error else {
+            panic!("expected Install, got {error}");
+        };
+        assert_eq!(*what, "app requirements");
+        assert!(output.contains("No matching distribution"), "{output}");
+        assert!(
+            error
+                .to_string()
+                .contains("this-package-does-not-exist-sluice")
+        );
+        let packages = app.0.join(APP_PACKAGES_DIR);
+        assert!(!packages.join("lib/site-packages").exists());
+        assert!(!packages.join(APP_HASH_FILE).exists());
+    }
+
+    #[test]
+    fn cache_dir_precedence() {
+        let (sluice, xdg, home) = (Path::new("/s"), Path::new("/x"), Path::new("/h"));
+        let all = fake_env(&[
+            ("SLUICE_CACHE_DIR", sluice),
+            ("XDG_CACHE_HOME", xdg),
+            ("HOME", home),
+        ]);
+        assert_eq!(default_cache_dir(&all), PathBuf::from("/s"));
+        let no_sluice = fake_env(&[("XDG_CACHE_HOME", xdg), ("HOME", home)]);
+        assert_eq!(default_cache_dir(&no_sluice), PathBuf::from("/x/sluice"));
+        let relative_xdg = fake_env(&[("XDG_CACHE_HOME", Path::new("rel")), ("HOME", home)]);
+        assert_eq!(
+            default_cache_dir(&relative_xdg),
+            PathBuf::from("/h/.cache/sluice")
+        );
+    }
+
+    #[test]
+    fn worker_key_depends_on_version_lock_and_assets() {
+        let py = |minor| PythonInfo {
+            path: PathBuf::from("/p"),
+            version: (3, minor, 0),
+        };
+        let key = worker_env_key(&py(13), "a==1", &ASSETS);
+        assert_eq!(key.len(), 16);
+        assert_eq!(
+            key,
+            worker_env_key(
+                &PythonInfo {
+                    path: "/q".into(),
+                    ..py(13)
+                },
+                "a==1",
+                &ASSETS
+            )
+        );
+        assert_ne!(key, worker_env_key(&py(14), "a==1", &ASSETS));
+        assert_ne!(key, worker_env_key(&py(13), "a==2", &ASSETS));
+        assert_ne!(key, worker_env_key(&py(13), "a==1", &ASSETS[..1]));
+    }
+
+    #[test]
+    fn parses_versions_and_keeps_output_tail() {
+        assert_eq!(parse_version("3 13 0"), Some((3, 13, 0)));
+        assert_eq!(parse_version("3 13"), None);
+        assert_eq!(parse_version("3 x 0"), None);
+        assert_eq!(tail("short\n", 10), "short");
+        assert_eq!(tail("abcdefgh", 3), "…fgh");
+        assert_eq!(tail("aé", 1), "…");
+        assert!(
+            !is_plain_relative("/etc/passwd")
+                && !is_plain_relative("../x")
+                && !is_plain_relative("")
+        );
+        assert!(is_plain_relative("sluice_worker/__main__.py"));
+    }
+}

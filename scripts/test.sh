@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, unit tests and the end-to-end
+# tests (which start the real sluice binary and real Python 3.13 workers on 127.0.0.1).
+# Needs only the Rust toolchain and a Python >= 3.13 that Sluice can find (PATH or
+# pyenv); Sluice installs the worker's and the example app's packages itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets -- --nocapture
