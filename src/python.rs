@@ -666,13 +666,7 @@ async fn lock_exclusive(path: PathBuf) -> Result<File, PythonError> {
             .write(true)
             .open(&path)
             .map_err(|source| io_error("opening lock file", &path, source))?;
-        // std's `File::lock` is stable since Rust 1.89; the crate's `rust-version` must say so.
-        #[allow(
-            clippy::incompatible_msrv,
-            reason = "needs Rust 1.89; see rust-version"
-        )]
-        let locked = file.lock();
-        locked.map_err(|source| io_error("locking", &path, source))?;
+        file.lock().map_err(|source| io_error("locking", &path, source))?;
         Ok(file)
     })
     .await
