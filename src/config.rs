@@ -145,21 +145,24 @@ impl ServeConfig {
                 None => NonZeroUsize::MIN,
             },
         };
-        let body_limit = match env("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT") {
-            Some(v) => v.trim().parse().map_err(|e: std::num::ParseIntError| {
-                ConfigError::BadSetting {
-                    name: "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",
-                    value: v.clone(),
-                    reason: e.to_string(),
-                }
-            })?,
-            None => DEFAULT_BODY_LIMIT,
-        };
+        let body_limit =
+            match env("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT") {
+                Some(v) => v.trim().parse().map_err(|e: std::num::ParseIntError| {
+                    ConfigError::BadSetting {
+                        name: "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",
+                        value: v.clone(),
+                        reason: e.to_string(),
+                    }
+                })?,
+                None => DEFAULT_BODY_LIMIT,
+            };
         let host = HostJson::load(&app_dir)?;
         Ok(ServeConfig {
             listen: SocketAddr::new(args.bind, args.port),
             workers,
-            python: args.python.or_else(|| env("SLUICE_PYTHON").map(PathBuf::from)),
+            python: args
+                .python
+                .or_else(|| env("SLUICE_PYTHON").map(PathBuf::from)),
             secrets_file: args.secrets_file,
             host,
             body_limit,
@@ -221,7 +224,10 @@ mod tests {
         assert_eq!(cfg.workers.get(), 3);
         let mut a = args(&dir);
         a.workers = Some(2);
-        assert_eq!(ServeConfig::resolve(a, &env).expect("valid").workers.get(), 2);
+        assert_eq!(
+            ServeConfig::resolve(a, &env).expect("valid").workers.get(),
+            2
+        );
         let too_many = |k: &str| (k == "FUNCTIONS_WORKER_PROCESS_COUNT").then(|| "11".to_owned());
         assert!(ServeConfig::resolve(args(&dir), &too_many).is_err());
     }

@@ -25,7 +25,11 @@ pub enum ConvertError {
 }
 
 /// The request as the host hands it to a Python worker.
-pub fn to_rpc_http(parts: &http::request::Parts, body: Bytes, params: Vec<(String, String)>) -> RpcHttp {
+pub fn to_rpc_http(
+    parts: &http::request::Parts,
+    body: Bytes,
+    params: Vec<(String, String)>,
+) -> RpcHttp {
     let host = parts
         .headers
         .get(http::header::HOST)
@@ -115,7 +119,11 @@ pub fn to_response(
     }
 }
 
-fn simple(status: StatusCode, content_type: Option<&'static str>, body: Bytes) -> Response<Full<Bytes>> {
+fn simple(
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     if let Some(ct) = content_type {
@@ -134,7 +142,10 @@ fn scalar_body(data: Data) -> (&'static str, Bytes) {
         Data::Bytes(b) | Data::Stream(b) => ("application/octet-stream", b),
         Data::Int(i) => (TEXT_PLAIN, Bytes::from(i.to_string())),
         Data::Double(d) => (TEXT_PLAIN, Bytes::from(d.to_string())),
-        Data::Http(_) | Data::CollectionBytes(_) | Data::CollectionString(_) | Data::CollectionDouble(_)
+        Data::Http(_)
+        | Data::CollectionBytes(_)
+        | Data::CollectionString(_)
+        | Data::CollectionDouble(_)
         | Data::CollectionSint64(_) => ("application/json; charset=utf-8", Bytes::new()),
     }
 }
@@ -161,9 +172,10 @@ fn from_rpc_http(http: RpcHttp) -> Result<Response<Full<Bytes>>, ConvertError> {
     *response.status_mut() = status;
     let headers = response.headers_mut();
     for (name, value) in http.headers {
-        let header_name =
-            HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConvertError::Header(name.clone()))?;
-        let header_value = HeaderValue::from_str(&value).map_err(|_| ConvertError::Header(name.clone()))?;
+        let header_name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ConvertError::Header(name.clone()))?;
+        let header_value =
+            HeaderValue::from_str(&value).map_err(|_| ConvertError::Header(name.clone()))?;
         // Content-Type replaces; others accumulate (the host appends duplicate keys).
         if header_name == CONTENT_TYPE {
             headers.insert(header_name, header_value);
@@ -173,7 +185,8 @@ fn from_rpc_http(http: RpcHttp) -> Result<Response<Full<Bytes>>, ConvertError> {
     }
     for cookie in &http.cookies {
         let value = set_cookie(cookie);
-        let value = HeaderValue::from_str(&value).map_err(|_| ConvertError::Header(value.clone()))?;
+        let value =
+            HeaderValue::from_str(&value).map_err(|_| ConvertError::Header(value.clone()))?;
         headers.append(SET_COOKIE, value);
     }
     Ok(response)
@@ -193,19 +206,27 @@ pub fn set_cookie(c: &RpcHttpCookie) -> String {
         out.push_str(&format!("; max-age={}", max_age as i64));
     }
     // The SDK sends unset attributes as empty strings; an empty attribute is left out.
-    if let Some(crate::proto::nullable_string::String::Value(domain)) =
-        c.domain.as_ref().and_then(|d| d.string.as_ref()).filter(|d| !is_empty_value(d))
+    if let Some(crate::proto::nullable_string::String::Value(domain)) = c
+        .domain
+        .as_ref()
+        .and_then(|d| d.string.as_ref())
+        .filter(|d| !is_empty_value(d))
     {
         out.push_str("; domain=");
         out.push_str(domain);
     }
-    if let Some(crate::proto::nullable_string::String::Value(path)) =
-        c.path.as_ref().and_then(|p| p.string.as_ref()).filter(|p| !is_empty_value(p))
+    if let Some(crate::proto::nullable_string::String::Value(path)) = c
+        .path
+        .as_ref()
+        .and_then(|p| p.string.as_ref())
+        .filter(|p| !is_empty_value(p))
     {
         out.push_str("; path=");
         out.push_str(path);
     }
-    if let Some(crate::proto::nullable_bool::Bool::Value(true)) = c.secure.as_ref().and_then(|s| s.bool) {
+    if let Some(crate::proto::nullable_bool::Bool::Value(true)) =
+        c.secure.as_ref().and_then(|s| s.bool)
+    {
         out.push_str("; secure");
     }
     match SameSite::try_from(c.same_site).unwrap_or(SameSite::None) {
@@ -214,7 +235,9 @@ pub fn set_cookie(c: &RpcHttpCookie) -> String {
         SameSite::ExplicitNone => out.push_str("; samesite=none"),
         SameSite::None => {}
     }
-    if let Some(crate::proto::nullable_bool::Bool::Value(true)) = c.http_only.as_ref().and_then(|h| h.bool) {
+    if let Some(crate::proto::nullable_bool::Bool::Value(true)) =
+        c.http_only.as_ref().and_then(|h| h.bool)
+    {
         out.push_str("; httponly");
     }
     out
@@ -258,7 +281,9 @@ fn http_date(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{NullableBool, NullableString, ParameterBinding, nullable_bool, nullable_string};
+    use crate::proto::{
+        NullableBool, NullableString, ParameterBinding, nullable_bool, nullable_string,
+    };
     use http_body_util::BodyExt;
 
     fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
@@ -275,15 +300,25 @@ mod tests {
             "/api/x/1?a=1&empty=&b=hello+world&a=2&c=%2F",
             &[("Host", "example.com"), ("X-Two", "1"), ("x-two", "2")],
         );
-        let http = to_rpc_http(&p, Bytes::from_static(b"abc"), vec![("id".into(), "1".into())]);
-        assert_eq!(http.url, "http://example.com/api/x/1?a=1&empty=&b=hello+world&a=2&c=%2F");
+        let http = to_rpc_http(
+            &p,
+            Bytes::from_static(b"abc"),
+            vec![("id".into(), "1".into())],
+        );
+        assert_eq!(
+            http.url,
+            "http://example.com/api/x/1?a=1&empty=&b=hello+world&a=2&c=%2F"
+        );
         assert_eq!(http.headers["x-two"], "1,2");
         assert_eq!(http.query["a"], "1,2");
         assert_eq!(http.query["b"], "hello world");
         assert_eq!(http.query["c"], "/");
         assert!(!http.query.contains_key("empty"));
         assert_eq!(http.params["id"], "1");
-        assert_eq!(http.body.and_then(|b| b.data), Some(Data::Bytes(Bytes::from_static(b"abc"))));
+        assert_eq!(
+            http.body.and_then(|b| b.data),
+            Some(Data::Bytes(Bytes::from_static(b"abc")))
+        );
     }
 
     #[test]
@@ -300,7 +335,9 @@ mod tests {
     #[tokio::test]
     async fn string_return_is_text_plain_200() {
         let resp = InvocationResponse {
-            return_value: Some(TypedData { data: Some(Data::String("hi".into())) }),
+            return_value: Some(TypedData {
+                data: Some(Data::String("hi".into())),
+            }),
             ..Default::default()
         };
         let r = to_response(resp, &HttpOutput::Return).expect("valid");
@@ -320,15 +357,24 @@ mod tests {
     async fn http_output_by_name_with_status_headers_and_cookies() {
         let http = RpcHttp {
             status_code: "201".into(),
-            headers: [("content-type".to_string(), "application/json".to_string()), ("x-a".into(), "b".into())]
-                .into_iter()
-                .collect(),
-            body: Some(Box::new(TypedData { data: Some(Data::Bytes(Bytes::from_static(b"{}"))) })),
+            headers: [
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-a".into(), "b".into()),
+            ]
+            .into_iter()
+            .collect(),
+            body: Some(Box::new(TypedData {
+                data: Some(Data::Bytes(Bytes::from_static(b"{}"))),
+            })),
             cookies: vec![RpcHttpCookie {
                 name: "s".into(),
                 value: "v".into(),
-                path: Some(NullableString { string: Some(nullable_string::String::Value("/".into())) }),
-                http_only: Some(NullableBool { bool: Some(nullable_bool::Bool::Value(true)) }),
+                path: Some(NullableString {
+                    string: Some(nullable_string::String::Value("/".into())),
+                }),
+                http_only: Some(NullableBool {
+                    bool: Some(nullable_bool::Bool::Value(true)),
+                }),
                 same_site: SameSite::Lax as i32,
                 ..Default::default()
             }],
@@ -346,7 +392,10 @@ mod tests {
         let r = to_response(resp, &HttpOutput::Named("res".into())).expect("valid");
         assert_eq!(r.status(), 201);
         assert_eq!(r.headers()["x-a"], "b");
-        assert_eq!(r.headers()[SET_COOKIE], "s=v; path=/; samesite=lax; httponly");
+        assert_eq!(
+            r.headers()[SET_COOKIE],
+            "s=v; path=/; samesite=lax; httponly"
+        );
         assert_eq!(body_of(r).await, "{}");
     }
 
@@ -354,11 +403,17 @@ mod tests {
     fn bad_status_code_is_an_error() {
         let resp = InvocationResponse {
             return_value: Some(TypedData {
-                data: Some(Data::Http(Box::new(RpcHttp { status_code: "abc".into(), ..Default::default() }))),
+                data: Some(Data::Http(Box::new(RpcHttp {
+                    status_code: "abc".into(),
+                    ..Default::default()
+                }))),
             }),
             ..Default::default()
         };
-        assert!(matches!(to_response(resp, &HttpOutput::Return), Err(ConvertError::Status(_))));
+        assert!(matches!(
+            to_response(resp, &HttpOutput::Return),
+            Err(ConvertError::Status(_))
+        ));
     }
 
     #[test]

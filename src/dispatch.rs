@@ -67,9 +67,9 @@ impl InvokeError {
             InvokeError::BadBody(_) => StatusCode::BAD_REQUEST,
             InvokeError::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
             InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => StatusCode::BAD_GATEWAY,
-            InvokeError::Worker(InvokeFailure::UnknownFunction(_) | InvokeFailure::LoadFailed { .. }) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            InvokeError::Worker(
+                InvokeFailure::UnknownFunction(_) | InvokeFailure::LoadFailed { .. },
+            ) => StatusCode::INTERNAL_SERVER_ERROR,
             InvokeError::FunctionFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             InvokeError::BadResponse(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -97,9 +97,10 @@ impl Dispatcher {
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         if request.uri().path() == "/" && matches!(*request.method(), Method::GET | Method::HEAD) {
             let mut response = Response::new(Full::new(Bytes::from_static(HOME_PAGE.as_bytes())));
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/html"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/html"),
+            );
             return response;
         }
         let method = request.method().clone();
@@ -121,7 +122,10 @@ impl Dispatcher {
         }
     }
 
-    async fn invoke(&self, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, InvokeError> {
+    async fn invoke(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, InvokeError> {
         let catalog = match self.catalog.get() {
             Some(c) => c,
             None => {
@@ -171,7 +175,11 @@ impl Dispatcher {
 
     /// The whole body, refusing at once when Content-Length announces more than the
     /// limit and stopping as soon as a chunked body crosses it.
-    async fn read_body(&self, parts: &http::request::Parts, body: Incoming) -> Result<Bytes, InvokeError> {
+    async fn read_body(
+        &self,
+        parts: &http::request::Parts,
+        body: Incoming,
+    ) -> Result<Bytes, InvokeError> {
         let too_large = InvokeError::PayloadTooLarge {
             limit: self.body_limit,
         };

@@ -69,7 +69,10 @@ struct RawBinding {
 }
 
 impl Catalog {
-    pub fn build(route_prefix: &str, metadata: &[RpcFunctionMetadata]) -> Result<Catalog, CatalogError> {
+    pub fn build(
+        route_prefix: &str,
+        metadata: &[RpcFunctionMetadata],
+    ) -> Result<Catalog, CatalogError> {
         let mut specs = Vec::new();
         let mut functions = Vec::new();
         for meta in metadata {
@@ -77,22 +80,27 @@ impl Catalog {
                 .raw_bindings
                 .iter()
                 .map(|raw| {
-                    serde_json::from_str::<RawBinding>(raw).map_err(|source| CatalogError::BadBinding {
-                        function: meta.name.clone(),
-                        binding: raw.clone(),
-                        source,
+                    serde_json::from_str::<RawBinding>(raw).map_err(|source| {
+                        CatalogError::BadBinding {
+                            function: meta.name.clone(),
+                            binding: raw.clone(),
+                            source,
+                        }
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let Some(trigger) = bindings.iter().find(|b| {
-                b.kind.eq_ignore_ascii_case("httpTrigger") && !b.direction.eq_ignore_ascii_case("out")
+                b.kind.eq_ignore_ascii_case("httpTrigger")
+                    && !b.direction.eq_ignore_ascii_case("out")
             }) else {
                 info!(function = %meta.name, "not an HTTP function; not routed");
                 continue;
             };
             let output = bindings
                 .iter()
-                .find(|b| b.kind.eq_ignore_ascii_case("http") && b.direction.eq_ignore_ascii_case("out"))
+                .find(|b| {
+                    b.kind.eq_ignore_ascii_case("http") && b.direction.eq_ignore_ascii_case("out")
+                })
                 .map_or(HttpOutput::Absent, |b| {
                     if b.name == "$return" {
                         HttpOutput::Return
@@ -162,7 +170,12 @@ mod tests {
         let f = &catalog.functions[hit.index];
         assert_eq!(f.trigger_param, "req");
         assert_eq!(f.output, HttpOutput::Return);
-        assert!(catalog.router.find(&http::Method::POST, "/api/hi/bob").is_none());
+        assert!(
+            catalog
+                .router
+                .find(&http::Method::POST, "/api/hi/bob")
+                .is_none()
+        );
     }
 
     #[test]
@@ -174,10 +187,16 @@ mod tests {
                 r#"{"direction": "out", "type": "http", "name": "res"}"#,
             ],
         );
-        let timer = meta("tick", &[r#"{"direction": "in", "type": "timerTrigger", "name": "t"}"#]);
+        let timer = meta(
+            "tick",
+            &[r#"{"direction": "in", "type": "timerTrigger", "name": "t"}"#],
+        );
         let catalog = Catalog::build("", &[http, timer]).expect("valid");
         assert_eq!(catalog.functions.len(), 1);
-        let hit = catalog.router.find(&http::Method::DELETE, "/named").expect("route = name");
+        let hit = catalog
+            .router
+            .find(&http::Method::DELETE, "/named")
+            .expect("route = name");
         assert_eq!(hit.auth, AuthLevel::Function);
         assert_eq!(catalog.functions[0].output, HttpOutput::Named("res".into()));
     }
@@ -185,6 +204,9 @@ mod tests {
     #[test]
     fn invalid_binding_json_is_an_error() {
         let m = meta("bad", &["{not json"]);
-        assert!(matches!(Catalog::build("api", &[m]), Err(CatalogError::BadBinding { .. })));
+        assert!(matches!(
+            Catalog::build("api", &[m]),
+            Err(CatalogError::BadBinding { .. })
+        ));
     }
 }

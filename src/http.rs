@@ -40,7 +40,10 @@ pub async fn serve(listener: TcpListener, dispatcher: Arc<Dispatcher>) {
                 let dispatcher = dispatcher.clone();
                 async move { Ok::<_, Infallible>(dispatcher.handle(request).await) }
             });
-            if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(error) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 debug!(%peer, %error, "connection ended with an error");
             }
         });

@@ -93,13 +93,17 @@ impl Pool {
     }
 
     pub fn ready_count(&self) -> usize {
-        self.read().iter().filter(|s| !s.session.is_closed()).count()
+        self.read()
+            .iter()
+            .filter(|s| !s.session.is_closed())
+            .count()
     }
 
     /// Waits until start-up is over: Ok once a worker has been ready.
     pub async fn wait_started(&self, timeout: Duration) -> Result<(), PoolError> {
         let mut rx = self.state.subscribe();
-        let outcome = tokio::time::timeout(timeout, rx.wait_for(|s| *s != PoolState::Starting)).await;
+        let outcome =
+            tokio::time::timeout(timeout, rx.wait_for(|s| *s != PoolState::Starting)).await;
         match outcome {
             Ok(Ok(state)) if *state == PoolState::Serving => Ok(()),
             Ok(_) => Err(PoolError::StartupFailed),

@@ -666,7 +666,8 @@ async fn lock_exclusive(path: PathBuf) -> Result<File, PythonError> {
             .write(true)
             .open(&path)
             .map_err(|source| io_error("opening lock file", &path, source))?;
-        file.lock().map_err(|source| io_error("locking", &path, source))?;
+        file.lock()
+            .map_err(|source| io_error("locking", &path, source))?;
         Ok(file)
     })
     .await

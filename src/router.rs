@@ -1,16 +1,1521 @@
-//! Pure routing: (method, path) → function, route params and required auth level.
-//! (Being written; contract below.)
-//!
-//! CONTRACT (other modules rely on exactly this):
-//! ```ignore
-//! #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-//! pub enum AuthLevel { Anonymous, Function, Admin }          // parse from "anonymous"/"function"/"admin" (case-insensitive)
-//! pub struct RouteSpec { pub function: String, pub route: Option<String>, pub methods: Vec<http::Method>, pub auth: AuthLevel }
-//! pub struct Router { .. }
-//! pub struct RouteMatch<'a> { pub function: &'a str, pub index: usize, pub params: Vec<(String, String)>, pub auth: AuthLevel }
-//! #[derive(Debug, thiserror::Error)] pub enum RouteError { .. }   // invalid template, conflict, reserved prefix
-//! impl Router {
-//!     pub fn new(route_prefix: &str, specs: Vec<RouteSpec>) -> Result<Router, RouteError>;
-//!     pub fn find(&self, method: &http::Method, path: &str) -> Option<RouteMatch<'_>>;
-//! }
-//! ```
+//! Pure routing: (method, path) → function, route parameters and required auth level,
+//! with the Functions host's semantics (ASP.NET Core route templates in a plain
+//! `RouteCollection`: first match in registration order, method mismatch = no match).
+//! It owns template parsing, inline constraints and the host's startup validation
+//! (reserved `admin`/`runtime` routes, conflicting routes, duplicate names). It does
+//! no I/O, knows nothing about keys or workers, and never builds an HTTP response:
+//! "no match" is `None`, and the caller decides that this means 404.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+
+use http::Method;
+use regex::{Regex, RegexBuilder};
+
+/// The `authLevel` of an HTTP trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthLevel {
+    Anonymous,
+    Function,
+    Admin,
+}
+
+/// One HTTP function as registered: `route` is the trigger's route (without the
+/// host's prefix); `None` means the function name is the route. An empty `methods`
+/// list accepts every method.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub function: String,
+    pub route: Option<String>,
+    pub methods: Vec<Method>,
+    pub auth: AuthLevel,
+}
+
+/// The routing table, in registration order.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+/// A successful lookup. `index` is the position of the spec given to [`Router::new`];
+/// `params` are the route values in template order (percent-decoded; absent optional
+/// parameters left out, defaults filled in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch<'a> {
+    pub function: &'a str,
+    pub index: usize,
+    pub params: Vec<(String, String)>,
+    pub auth: AuthLevel,
+}
+
+/// Why the routing table could not be built (all are startup errors).
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("function {function}: route template {template:?} is invalid: {reason}")]
+    BadTemplate {
+        function: String,
+        template: String,
+        reason: String,
+    },
+    #[error(
+        "function {function}: route {route:?} conflicts with one or more built-in routes (admin…, runtime…)"
+    )]
+    ReservedRoute { function: String, route: String },
+    #[error(
+        "function {second}: route {route:?} conflicts with the route of function {first} (same route, overlapping methods)"
+    )]
+    Conflict {
+        first: String,
+        second: String,
+        route: String,
+    },
+    #[error(
+        "function {function}: route template {template:?} uses unknown constraint {constraint:?}"
+    )]
+    UnknownConstraint {
+        function: String,
+        template: String,
+        constraint: String,
+    },
+    #[error(
+        "function {function}: route template {template:?}: constraint {constraint:?} is invalid: {reason}"
+    )]
+    BadConstraint {
+        function: String,
+        template: String,
+        constraint: String,
+        reason: String,
+    },
+    #[error("function name {function:?} is not unique within the app")]
+    DuplicateFunction { function: String },
+    #[error("unknown auth level {0:?} (expected anonymous, function or admin)")]
+    BadAuthLevel(String),
+}
+
+#[derive(Debug)]
+struct Route {
+    function: String,
+    methods: Vec<Method>,
+    auth: AuthLevel,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug)]
+enum Segment {
+    /// Matched case-insensitively (ordinal, like ASP.NET).
+    Literal(String),
+    Param(Param),
+}
+
+#[derive(Debug)]
+struct Param {
+    name: String,
+    optional: bool,
+    catch_all: bool,
+    default: Option<String>,
+    constraints: Vec<Constraint>,
+}
+
+/// ASP.NET Core's default inline constraint map (.NET 8): every name it resolves.
+#[derive(Debug)]
+enum Constraint {
+    Int,
+    Long,
+    Bool,
+    DateTime,
+    Decimal,
+    /// `double` and `float`: since .NET Core 3.0 both accept the same syntax (overflow
+    /// becomes infinity instead of failing), so one check serves both.
+    Float,
+    Guid,
+    Alpha,
+    Min(i64),
+    Max(i64),
+    Range(i64, i64),
+    Length(usize, usize),
+    MinLength(usize),
+    MaxLength(usize),
+    Regex(Regex),
+    Required,
+    File,
+    NonFile,
+}
+
+/// One section of a template segment, before parsing: literal text (braces
+/// unescaped) or the text between `{` and `}`.
+enum Part {
+    Literal(String),
+    Param(String),
+}
+
+/// Template problems before the function/template context is attached.
+enum TemplateError {
+    Bad(String),
+    Unknown(String),
+    BadConstraint { constraint: String, reason: String },
+}
+
+/// The request path split the way Kestrel + ASP.NET's `PathTokenizer` see it.
+struct PathSegments {
+    /// Percent-decoded (except `%2F`, which Kestrel leaves encoded), dot segments removed.
+    segments: Vec<String>,
+    /// A trailing slash is ignored for matching but kept in a catch-all value.
+    trailing_slash: bool,
+}
+
+impl FromStr for AuthLevel {
+    type Err = RouteError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("anonymous") {
+            Ok(AuthLevel::Anonymous)
+        } else if s.eq_ignore_ascii_case("function") {
+            Ok(AuthLevel::Function)
+        } else if s.eq_ignore_ascii_case("admin") {
+            Ok(AuthLevel::Admin)
+        } else {
+            Err(RouteError::BadAuthLevel(s.to_string()))
+        }
+    }
+}
+
+impl Router {
+    /// Validates every spec the way the host does at startup and parses its template
+    /// (`<prefix>/<route>`, slashes trimmed). Errors: a route starting with `admin` or
+    /// `runtime`, two functions with the same route and overlapping methods, a repeated
+    /// function name, an invalid template, an unknown or malformed constraint.
+    pub fn new(route_prefix: &str, specs: Vec<RouteSpec>) -> Result<Router, RouteError> {
+        let prefix = route_prefix.trim_matches('/');
+        let mut routes: Vec<Route> = Vec::with_capacity(specs.len());
+        let mut seen: Vec<(String, String, Vec<Method>)> = Vec::with_capacity(specs.len());
+        for spec in specs {
+            // The host substitutes the name for a null or whitespace route.
+            let route = match spec.route.as_deref() {
+                Some(r) if !r.trim().is_empty() => r,
+                _ => spec.function.as_str(),
+            };
+            let route = route.trim_matches('/').to_string();
+            // The host's check is a plain StartsWith on the lower-cased route, so
+            // `administrators/x` is refused too.
+            let lower = route.to_lowercase();
+            if lower.starts_with("admin") || lower.starts_with("runtime") {
+                return Err(RouteError::ReservedRoute {
+                    function: spec.function,
+                    route,
+                });
+            }
+            for (other, other_route, other_methods) in &seen {
+                if other_route.to_lowercase() == lower
+                    && methods_overlap(other_methods, &spec.methods)
+                {
+                    return Err(RouteError::Conflict {
+                        first: other.clone(),
+                        second: spec.function,
+                        route,
+                    });
+                }
+            }
+            if seen
+                .iter()
+                .any(|(name, _, _)| name.eq_ignore_ascii_case(&spec.function))
+            {
+                return Err(RouteError::DuplicateFunction {
+                    function: spec.function,
+                });
+            }
+            let template = match (prefix.is_empty(), route.is_empty()) {
+                (true, _) => route.clone(),
+                (false, true) => prefix.to_string(),
+                (false, false) => format!("{prefix}/{route}"),
+            };
+            let segments = parse_template(&template).map_err(|e| match e {
+                TemplateError::Bad(reason) => RouteError::BadTemplate {
+                    function: spec.function.clone(),
+                    template: template.clone(),
+                    reason,
+                },
+                TemplateError::Unknown(constraint) => RouteError::UnknownConstraint {
+                    function: spec.function.clone(),
+                    template: template.clone(),
+                    constraint,
+                },
+                TemplateError::BadConstraint { constraint, reason } => RouteError::BadConstraint {
+                    function: spec.function.clone(),
+                    template: template.clone(),
+                    constraint,
+                    reason,
+                },
+            })?;
+            seen.push((spec.function.clone(), route, spec.methods.clone()));
+            routes.push(Route {
+                function: spec.function,
+                methods: spec.methods,
+                auth: spec.auth,
+                segments,
+            });
+        }
+        Ok(Router { routes })
+    }
+
+    /// First route, in registration order, whose methods and template (constraints
+    /// included) accept the request. `path` is the raw request path, without query.
+    pub fn find(&self, method: &Method, path: &str) -> Option<RouteMatch<'_>> {
+        let path = PathSegments::new(path);
+        self.routes.iter().enumerate().find_map(|(index, route)| {
+            let method_ok = route.methods.is_empty()
+                || route
+                    .methods
+                    .iter()
+                    .any(|m| m.as_str().eq_ignore_ascii_case(method.as_str()));
+            if !method_ok {
+                return None;
+            }
+            let params = route.match_path(&path)?;
+            Some(RouteMatch {
+                function: &route.function,
+                index,
+                params,
+                auth: route.auth,
+            })
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// The host's rule: no methods means all methods, which overlaps with anything.
+fn methods_overlap(a: &[Method], b: &[Method]) -> bool {
+    a.is_empty() || b.is_empty() || a.iter().any(|m| b.contains(m))
+}
+
+impl Route {
+    /// ASP.NET's `RoutePatternMatcher`, restricted to simple (one-part) segments.
+    fn match_path(&self, path: &PathSegments) -> Option<Vec<(String, String)>> {
+        let segs = &path.segments;
+        let ends_in_catch_all =
+            matches!(self.segments.last(), Some(Segment::Param(p)) if p.catch_all);
+        if segs.len() > self.segments.len() && !ends_in_catch_all {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (i, segment) in self.segments.iter().enumerate() {
+            let actual = segs.get(i).map(String::as_str);
+            let param = match segment {
+                Segment::Literal(literal) => {
+                    if !actual.is_some_and(|a| eq_ignore_case(a, literal)) {
+                        return None;
+                    }
+                    continue;
+                }
+                Segment::Param(param) => param,
+            };
+            let captured: Option<Cow<'_, str>> = if param.catch_all {
+                // Everything from here on, slashes and a trailing slash included.
+                (i < segs.len()).then(|| {
+                    let mut rest = segs[i..].join("/");
+                    if path.trailing_slash {
+                        rest.push('/');
+                    }
+                    Cow::Owned(rest)
+                })
+            } else {
+                actual.filter(|a| !a.is_empty()).map(Cow::Borrowed)
+            };
+            let value = captured.or_else(|| param.default.as_deref().map(Cow::Borrowed));
+            if value.is_none() && !param.optional && !param.catch_all {
+                return None;
+            }
+            if !param.accepts(value.as_deref()) {
+                return None;
+            }
+            if let Some(value) = value {
+                params.push((param.name.clone(), value.into_owned()));
+            }
+        }
+        Some(params)
+    }
+}
+
+impl Param {
+    /// ASP.NET wraps the constraints of an optional parameter so that an absent value
+    /// passes; otherwise each constraint sees the absent value and (except `nonfile`)
+    /// refuses it.
+    fn accepts(&self, value: Option<&str>) -> bool {
+        match value {
+            None => {
+                self.optional
+                    || self
+                        .constraints
+                        .iter()
+                        .all(|c| matches!(c, Constraint::NonFile))
+            }
+            Some(v) => self.constraints.iter().all(|c| c.accepts(v)),
+        }
+    }
+}
+
+impl Constraint {
+    fn accepts(&self, v: &str) -> bool {
+        match self {
+            Constraint::Int => parse_integer::<i32>(v).is_some(),
+            Constraint::Long => parse_integer::<i64>(v).is_some(),
+            Constraint::Bool => {
+                let t = v.trim_matches(|c| is_net_space(c) || c == '\0');
+                t.eq_ignore_ascii_case("true") || t.eq_ignore_ascii_case("false")
+            }
+            Constraint::DateTime => is_datetime(v),
+            Constraint::Decimal => is_decimal(v),
+            Constraint::Float => is_float(v),
+            Constraint::Guid => is_guid(v),
+            Constraint::Alpha => v.chars().all(|c| c.is_ascii_alphabetic()),
+            Constraint::Min(min) => parse_integer::<i64>(v).is_some_and(|n| n >= *min),
+            Constraint::Max(max) => parse_integer::<i64>(v).is_some_and(|n| n <= *max),
+            Constraint::Range(min, max) => {
+                parse_integer::<i64>(v).is_some_and(|n| (*min..=*max).contains(&n))
+            }
+            // .NET string lengths count UTF-16 code units.
+            Constraint::Length(min, max) => (*min..=*max).contains(&utf16_len(v)),
+            Constraint::MinLength(min) => utf16_len(v) >= *min,
+            Constraint::MaxLength(max) => utf16_len(v) <= *max,
+            // ASP.NET Core does not anchor the expression: `regex(abc)` matches `xabcx`.
+            Constraint::Regex(re) => re.is_match(v),
+            Constraint::Required => !v.is_empty(),
+            Constraint::File => is_file_name(v),
+            Constraint::NonFile => !is_file_name(v),
+        }
+    }
+
+    /// Resolves `name` or `name(args)` like ASP.NET's `DefaultInlineConstraintResolver`:
+    /// names are case-insensitive, arguments are comma-separated and trimmed (except
+    /// for `regex`, which takes the whole text).
+    fn parse(text: &str) -> Result<Constraint, TemplateError> {
+        let (name, args) = match text.find('(') {
+            Some(open) if text.ends_with(')') => {
+                (&text[..open], Some(&text[open + 1..text.len() - 1]))
+            }
+            Some(_) => {
+                return Err(TemplateError::BadConstraint {
+                    constraint: text.to_string(),
+                    reason: "unbalanced parentheses".into(),
+                });
+            }
+            None => (text, None),
+        };
+        let bad = |reason: &str| TemplateError::BadConstraint {
+            constraint: text.to_string(),
+            reason: reason.to_string(),
+        };
+        let lname = name.to_ascii_lowercase();
+        if lname == "regex" {
+            let pattern = args.ok_or_else(|| bad("regex needs a pattern: regex(expr)"))?;
+            let re = RegexBuilder::new(pattern)
+                .case_insensitive(true)
+                .build()
+                .map_err(|e| bad(&format!("pattern does not compile: {e}")))?;
+            return Ok(Constraint::Regex(re));
+        }
+        let args: Vec<&str> = args
+            .map(|a| a.split(',').map(str::trim).collect())
+            .unwrap_or_default();
+        let long = |s: &str| {
+            s.parse::<i64>()
+                .map_err(|_| bad("argument must be an integer"))
+        };
+        let count = |s: &str| {
+            s.parse::<usize>()
+                .map_err(|_| bad("argument must be a non-negative integer"))
+        };
+        let constraint = match (lname.as_str(), args.as_slice()) {
+            ("int", []) => Constraint::Int,
+            ("long", []) => Constraint::Long,
+            ("bool", []) => Constraint::Bool,
+            ("datetime", []) => Constraint::DateTime,
+            ("decimal", []) => Constraint::Decimal,
+            ("double" | "float", []) => Constraint::Float,
+            ("guid", []) => Constraint::Guid,
+            ("alpha", []) => Constraint::Alpha,
+            ("required", []) => Constraint::Required,
+            ("file", []) => Constraint::File,
+            ("nonfile", []) => Constraint::NonFile,
+            ("min", [n]) => Constraint::Min(long(n)?),
+            ("max", [n]) => Constraint::Max(long(n)?),
+            ("range", [a, b]) => {
+                let (a, b) = (long(a)?, long(b)?);
+                if a > b {
+                    return Err(bad("min must not exceed max"));
+                }
+                Constraint::Range(a, b)
+            }
+            ("length", [n]) => {
+                let n = count(n)?;
+                Constraint::Length(n, n)
+            }
+            ("length", [a, b]) => {
+                let (a, b) = (count(a)?, count(b)?);
+                if a > b {
+                    return Err(bad("min length must not exceed max length"));
+                }
+                Constraint::Length(a, b)
+            }
+            ("minlength", [n]) => Constraint::MinLength(count(n)?),
+            ("maxlength", [n]) => Constraint::MaxLength(count(n)?),
+            (
+                "int" | "long" | "bool" | "datetime" | "decimal" | "double" | "float" | "guid"
+                | "alpha" | "required" | "file" | "nonfile" | "min" | "max" | "range" | "length"
+                | "minlength" | "maxlength",
+                _,
+            ) => return Err(bad("wrong number of arguments")),
+            _ => return Err(TemplateError::Unknown(name.to_string())),
+        };
+        Ok(constraint)
+    }
+}
+
+impl PathSegments {
+    /// Kestrel decodes the path (leaving `%2F` encoded) and then removes dot segments;
+    /// ASP.NET's tokenizer then splits on `/` and ignores one trailing slash.
+    fn new(path: &str) -> PathSegments {
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let mut segments: Vec<String> = Vec::new();
+        let mut trailing_slash = false;
+        if path.is_empty() {
+            return PathSegments {
+                segments,
+                trailing_slash,
+            };
+        }
+        let raw: Vec<&str> = path.split('/').collect();
+        let last = raw.len() - 1;
+        for (i, raw) in raw.into_iter().enumerate() {
+            let decoded = decode_segment(raw);
+            match decoded.as_ref() {
+                "." => trailing_slash = i == last,
+                ".." => {
+                    segments.pop();
+                    trailing_slash = i == last;
+                }
+                "" if i == last => trailing_slash = true,
+                _ => segments.push(decoded.into_owned()),
+            }
+        }
+        PathSegments {
+            segments,
+            trailing_slash,
+        }
+    }
+}
+
+/// Percent-decodes one path segment, keeping `%2F` as is (Kestrel never turns it into
+/// a separator). A segment that does not decode to UTF-8 is kept raw.
+fn decode_segment(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('%') {
+        return Cow::Borrowed(raw);
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let hex = |i: usize| bytes.get(i).and_then(|&b| (b as char).to_digit(16));
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                let byte = (h * 16 + l) as u8;
+                if byte == b'/' {
+                    out.extend_from_slice(&bytes[i..i + 3]);
+                } else {
+                    out.push(byte);
+                }
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(s) => Cow::Owned(s),
+        Err(_) => Cow::Borrowed(raw),
+    }
+}
+
+/// Ordinal case-insensitive comparison (simple per-character case folding).
+fn eq_ignore_case(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
+    a.chars()
+        .flat_map(char::to_lowercase)
+        .eq(b.chars().flat_map(char::to_lowercase))
+}
+
+/// Splits a template into segments the way ASP.NET's `RoutePatternParser` does:
+/// `/` separates segments only outside `{…}`; `{{` and `}}` are literal braces.
+fn parse_template(template: &str) -> Result<Vec<Segment>, TemplateError> {
+    let bad = |reason: &str| Err(TemplateError::Bad(reason.to_string()));
+    let mut raw_segments: Vec<Vec<Part>> = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
+    let mut literal = String::new();
+    let chars: Vec<char> = template.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '/' => {
+                if !literal.is_empty() {
+                    parts.push(Part::Literal(std::mem::take(&mut literal)));
+                }
+                if parts.is_empty() {
+                    return bad("the separator '/' cannot appear consecutively");
+                }
+                raw_segments.push(std::mem::take(&mut parts));
+                i += 1;
+            }
+            '{' if chars.get(i + 1) == Some(&'{') => {
+                literal.push('{');
+                i += 2;
+            }
+            '}' if chars.get(i + 1) == Some(&'}') => {
+                literal.push('}');
+                i += 2;
+            }
+            '}' => return bad("unmatched '}' (write '}}' for a literal brace)"),
+            '?' => return bad("literal sections cannot contain '?'"),
+            '{' => {
+                if !literal.is_empty() {
+                    parts.push(Part::Literal(std::mem::take(&mut literal)));
+                }
+                let mut text = String::new();
+                i += 1;
+                loop {
+                    match (chars.get(i), chars.get(i + 1)) {
+                        (None, _) => return bad("unterminated parameter: missing '}'"),
+                        (Some('}'), Some('}')) | (Some('{'), Some('{')) => {
+                            text.push(chars[i]);
+                            i += 2;
+                        }
+                        (Some('}'), _) => {
+                            i += 1;
+                            break;
+                        }
+                        (Some('{'), _) => {
+                            return bad("unescaped '{' inside a parameter (write '{{')");
+                        }
+                        (Some(&c), _) => {
+                            text.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                parts.push(Part::Param(text));
+            }
+            c => {
+                literal.push(c);
+                i += 1;
+            }
+        }
+    }
+    if !literal.is_empty() {
+        parts.push(Part::Literal(literal));
+    }
+    if !parts.is_empty() {
+        raw_segments.push(parts);
+    } else if !raw_segments.is_empty() {
+        return bad("the template cannot end with '/'");
+    }
+
+    let mut segments = Vec::with_capacity(raw_segments.len());
+    let count = raw_segments.len();
+    for (index, mut parts) in raw_segments.into_iter().enumerate() {
+        if parts.len() != 1 {
+            return bad(
+                "complex segments (a literal and a parameter, or several parameters, in one segment) are not supported",
+            );
+        }
+        let segment = match parts.pop() {
+            Some(Part::Literal(text)) => Segment::Literal(text),
+            Some(Part::Param(text)) => {
+                let param = parse_parameter(&text)?;
+                if param.catch_all && index + 1 != count {
+                    return bad("a catch-all parameter must be the last segment");
+                }
+                let duplicate = segments.iter().any(
+                    |s| matches!(s, Segment::Param(p) if p.name.eq_ignore_ascii_case(&param.name)),
+                );
+                if duplicate {
+                    return Err(TemplateError::Bad(format!(
+                        "parameter {:?} appears more than once",
+                        param.name
+                    )));
+                }
+                Segment::Param(param)
+            }
+            None => return bad("empty segment"),
+        };
+        segments.push(segment);
+    }
+    Ok(segments)
+}
+
+/// Parses the inside of `{…}`: `[*|**]name[:constraint[(args)]]…[=default|?]`.
+fn parse_parameter(text: &str) -> Result<Param, TemplateError> {
+    let bad = |reason: String| Err(TemplateError::Bad(reason));
+    let (catch_all, rest) = match text.strip_prefix("**").or_else(|| text.strip_prefix('*')) {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (optional, rest) = match rest.strip_suffix('?') {
+        Some(rest) => (true, rest),
+        None => (false, rest),
+    };
+    let name_end = rest.find([':', '=']).unwrap_or(rest.len());
+    let name = &rest[..name_end];
+    if name.is_empty() || name.contains(['{', '}', '/', '?', '*']) {
+        return bad(format!(
+            "parameter name {name:?} is invalid: it must be non-empty and cannot contain '{{', '}}', '/', '?' or '*'"
+        ));
+    }
+    let mut rest = &rest[name_end..];
+    let mut constraints = Vec::new();
+    while let Some(after) = rest.strip_prefix(':') {
+        let (constraint, remaining) = split_constraint(after)?;
+        if constraint.is_empty() {
+            return bad(format!("parameter {name:?} has an empty constraint"));
+        }
+        constraints.push(Constraint::parse(constraint)?);
+        rest = remaining;
+    }
+    let default = rest.strip_prefix('=').map(str::to_string);
+    if optional && default.is_some() {
+        return bad(format!(
+            "optional parameter {name:?} cannot have a default value"
+        ));
+    }
+    if optional && catch_all {
+        return bad(format!(
+            "catch-all parameter {name:?} cannot be marked optional"
+        ));
+    }
+    Ok(Param {
+        name: name.to_string(),
+        optional,
+        catch_all,
+        default,
+        constraints,
+    })
+}
+
+/// Takes one constraint off the front of `s`. Inside `(…)` the text may contain `:`,
+/// `=` and `)`; the argument list ends at the first `)` followed by `:`, `=` or the end.
+fn split_constraint(s: &str) -> Result<(&str, &str), TemplateError> {
+    let delimiter = s.find([':', '=']).unwrap_or(s.len());
+    match s.find('(') {
+        Some(open) if open < delimiter => {
+            let close = s[open..]
+                .match_indices(')')
+                .map(|(j, _)| open + j)
+                .find(|&j| matches!(s.as_bytes().get(j + 1), None | Some(b':' | b'=')))
+                .ok_or_else(|| TemplateError::BadConstraint {
+                    constraint: s.to_string(),
+                    reason: "unbalanced parentheses".into(),
+                })?;
+            Ok((&s[..=close], &s[close + 1..]))
+        }
+        _ => Ok((&s[..delimiter], &s[delimiter..])),
+    }
+}
+
+/// .NET's `char.IsWhiteSpace` subset that number parsing skips (`NumberStyles` white).
+fn is_net_space(c: char) -> bool {
+    matches!(c, '\t'..='\r' | ' ')
+}
+
+fn utf16_len(s: &str) -> usize {
+    s.encode_utf16().count()
+}
+
+/// `NumberStyles.Integer` with the invariant culture: optional white, one optional
+/// leading sign, ASCII digits, range-checked.
+fn parse_integer<T: FromStr>(v: &str) -> Option<T> {
+    v.trim_matches(is_net_space).parse().ok()
+}
+
+/// Scans `digits[,digits…][.digits]` with at least one digit. Group separators are
+/// accepted (anywhere after the first integer digit, like .NET) only when `groups`.
+/// Returns the integer digits and the unconsumed rest.
+fn scan_mantissa(s: &str, groups: bool) -> Option<(String, &str)> {
+    let mut int_digits = String::new();
+    let mut frac_digits = 0;
+    let mut seen_point = false;
+    let mut end = s.len();
+    for (i, c) in s.char_indices() {
+        match c {
+            '0'..='9' if seen_point => frac_digits += 1,
+            '0'..='9' => int_digits.push(c),
+            ',' if groups && !seen_point && !int_digits.is_empty() => {}
+            '.' if !seen_point => seen_point = true,
+            _ => {
+                end = i;
+                break;
+            }
+        }
+    }
+    (!int_digits.is_empty() || frac_digits > 0).then(|| (int_digits, &s[end..]))
+}
+
+fn strip_sign(s: &str) -> (bool, &str) {
+    match s.strip_prefix(['+', '-']) {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    }
+}
+
+/// `decimal.TryParse(NumberStyles.Number, invariant)`: white, a leading or trailing
+/// sign, group separators, a decimal point, no exponent; the integer part must fit.
+fn is_decimal(v: &str) -> bool {
+    let t = v.trim_matches(is_net_space);
+    let (leading, t) = strip_sign(t);
+    let Some((int_digits, rest)) = scan_mantissa(t, true) else {
+        return false;
+    };
+    let rest_ok = rest.is_empty() || (!leading && matches!(rest, "+" | "-"));
+    if !rest_ok {
+        return false;
+    }
+    const MAX: &str = "79228162514264337593543950335";
+    let significant = int_digits.trim_start_matches('0');
+    significant.len() < MAX.len() || (significant.len() == MAX.len() && significant <= MAX)
+}
+
+/// `double`/`float.TryParse(Float | AllowThousands, invariant)`: white, a leading sign,
+/// group separators, a decimal point, an exponent, or the invariant NaN/Infinity names.
+fn is_float(v: &str) -> bool {
+    let t = v.trim_matches(is_net_space);
+    let (_, t) = strip_sign(t);
+    if ["nan", "infinity", "∞"]
+        .iter()
+        .any(|name| t.eq_ignore_ascii_case(name))
+    {
+        return true;
+    }
+    let Some((_, rest)) = scan_mantissa(t, true) else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let Some(exponent) = rest.strip_prefix(['e', 'E']) else {
+        return false;
+    };
+    let (_, digits) = strip_sign(exponent);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `Guid.TryParse` formats N (32 hex), D (8-4-4-4-12), B (`{D}`) and P (`(D)`).
+/// The rarely used X format (`{0x…,{0x…}}`) is not accepted.
+fn is_guid(v: &str) -> bool {
+    let t = v.trim_matches(is_net_space);
+    let is_d = |s: &str| {
+        s.len() == 36
+            && s.bytes().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            })
+    };
+    let wrapped = |open: char, close: char| {
+        t.strip_prefix(open)
+            .and_then(|s| s.strip_suffix(close))
+            .is_some_and(is_d)
+    };
+    (t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        || is_d(t)
+        || wrapped('{', '}')
+        || wrapped('(', ')')
+}
+
+/// ASP.NET's file-name test: the last `/`-separated part contains a `.` followed
+/// somewhere by a character that is not `.`.
+fn is_file_name(v: &str) -> bool {
+    let last = v.rsplit('/').next().unwrap_or(v);
+    last.find('.')
+        .is_some_and(|dot| last[dot + 1..].chars().any(|c| c != '.'))
+}
+
+/// A practical subset of `DateTime.TryParse(invariant)`: numeric dates `yyyy-M-d`
+/// (`-`, `/` or `.` separated) and `M/d/yyyy` / `M/d/yy`, optionally followed (after
+/// `T` or white) by a time; or a time alone. A time is `H:mm[:ss[.fffffff]]`, an
+/// optional AM/PM designator and an optional `Z` or `±hh[:mm]` offset. Textual month
+/// names, which .NET also accepts, are not.
+fn is_datetime(v: &str) -> bool {
+    let t = v.trim_matches(is_net_space);
+    match parse_date(t) {
+        Some("") => true,
+        Some(rest) => {
+            // A time must be separated from the date by `T` or white space.
+            let time = match rest.strip_prefix('T') {
+                Some(time) => time,
+                None => {
+                    let time = rest.trim_start_matches(is_net_space);
+                    if time.len() == rest.len() {
+                        return false;
+                    }
+                    time
+                }
+            };
+            is_time(time)
+        }
+        None => is_time(t),
+    }
+}
+
+/// Reads up to `max` ASCII digits; returns the value, the digit count and the rest.
+fn digits(s: &str, max: usize) -> Option<(u32, usize, &str)> {
+    let n = s.bytes().take(max).take_while(u8::is_ascii_digit).count();
+    if n == 0 {
+        return None;
+    }
+    Some((s[..n].parse().ok()?, n, &s[n..]))
+}
+
+/// Parses a numeric date at the start of `s`; returns what follows it.
+fn parse_date(s: &str) -> Option<&str> {
+    let (first, first_len, rest) = digits(s, 4)?;
+    let sep = rest
+        .chars()
+        .next()
+        .filter(|c| matches!(c, '-' | '/' | '.'))?;
+    let (second, _, rest) = digits(rest.strip_prefix(sep)?, 2)?;
+    let (third, third_len, rest) = digits(rest.strip_prefix(sep)?, 4)?;
+    let (year, month, day) = if first_len == 4 {
+        (first, second, third)
+    } else if third_len == 4 || third_len == 2 {
+        // Two-digit years map into 1950–2049 (.NET's TwoDigitYearMax = 2049).
+        let year = match (third_len, third) {
+            (2, y) if y < 50 => 2000 + y,
+            (2, y) => 1900 + y,
+            (_, y) => y,
+        };
+        (year, first, second)
+    } else {
+        return None;
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    ((1..=9999).contains(&year) && (1..=days).contains(&day)).then_some(rest)
+}
+
+/// Parses a whole time string: `H:mm[:ss[.f…]] [AM|PM] [Z|±hh[:mm]]`.
+fn is_time(s: &str) -> bool {
+    let Some((hour, _, rest)) = digits(s, 2) else {
+        return false;
+    };
+    let Some((minute, 2, mut rest)) = rest.strip_prefix(':').and_then(|r| digits(r, 2)) else {
+        return false;
+    };
+    let mut second = 0;
+    if let Some(r) = rest.strip_prefix(':') {
+        let Some((s, 2, r)) = digits(r, 2) else {
+            return false;
+        };
+        second = s;
+        rest = r;
+        if let Some(r) = rest.strip_prefix('.') {
+            let Some((_, _, r)) = digits(r, 7) else {
+                return false;
+            };
+            rest = r;
+        }
+    }
+    let rest = rest.trim_start_matches(is_net_space);
+    let lower = rest.to_ascii_lowercase();
+    let (twelve_hour, rest) = if lower.starts_with("am") || lower.starts_with("pm") {
+        (true, rest[2..].trim_start_matches(is_net_space))
+    } else {
+        (false, rest)
+    };
+    let hour_ok = if twelve_hour { hour <= 12 } else { hour <= 23 };
+    let zone_ok = match rest {
+        "" | "Z" | "z" => true,
+        _ => rest.strip_prefix(['+', '-']).is_some_and(|offset| {
+            let offset = offset.replacen(':', "", 1);
+            (offset.len() == 2 || offset.len() == 4)
+                && offset.bytes().all(|b| b.is_ascii_digit())
+                && offset[..2].parse::<u32>().is_ok_and(|h| h <= 14)
+        }),
+    };
+    hour_ok && minute <= 59 && second <= 59 && zone_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(function: &str, route: Option<&str>, methods: &[Method]) -> RouteSpec {
+        RouteSpec {
+            function: function.into(),
+            route: route.map(str::to_string),
+            methods: methods.to_vec(),
+            auth: AuthLevel::Function,
+        }
+    }
+
+    fn router(routes: &[(&str, &str)]) -> Router {
+        let specs = routes.iter().map(|(f, r)| spec(f, Some(r), &[])).collect();
+        Router::new("api", specs).expect("valid routes")
+    }
+
+    /// The params of a GET to `path` against a single route, or None for no match.
+    fn params(route: &str, path: &str) -> Option<Vec<(String, String)>> {
+        router(&[("f", route)])
+            .find(&Method::GET, path)
+            .map(|m| m.params)
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn accepts(route: &str, value: &str) -> bool {
+        params(route, &format!("/api/x/{value}")).is_some()
+    }
+
+    fn build_error(prefix: &str, specs: Vec<RouteSpec>) -> RouteError {
+        match Router::new(prefix, specs) {
+            Ok(_) => panic!("expected a startup error"),
+            Err(e) => e,
+        }
+    }
+
+    fn template_error(route: &str) -> RouteError {
+        build_error("api", vec![spec("f", Some(route), &[])])
+    }
+
+    #[test]
+    fn auth_level_parses_case_insensitively() {
+        assert_eq!(
+            "ANONYMOUS".parse::<AuthLevel>().ok(),
+            Some(AuthLevel::Anonymous)
+        );
+        assert_eq!(
+            "Function".parse::<AuthLevel>().ok(),
+            Some(AuthLevel::Function)
+        );
+        assert_eq!("admin".parse::<AuthLevel>().ok(), Some(AuthLevel::Admin));
+        assert!(
+            matches!("system".parse::<AuthLevel>(), Err(RouteError::BadAuthLevel(s)) if s == "system")
+        );
+    }
+
+    #[test]
+    fn params_are_extracted_and_percent_decoded() {
+        assert_eq!(
+            params(
+                "users/{id}/posts/{post}",
+                "/api/users/42/posts/hello%20world"
+            ),
+            Some(pairs(&[("id", "42"), ("post", "hello world")]))
+        );
+        assert_eq!(
+            params("p/{name}", "/api/p/caf%C3%A9"),
+            Some(pairs(&[("name", "café")]))
+        );
+        // Kestrel never decodes %2F into a separator; the value keeps it encoded.
+        assert_eq!(
+            params("p/{name}", "/api/p/a%2Fb"),
+            Some(pairs(&[("name", "a%2Fb")]))
+        );
+        // Invalid UTF-8 after decoding keeps the raw text.
+        assert_eq!(
+            params("p/{name}", "/api/p/%FF"),
+            Some(pairs(&[("name", "%FF")]))
+        );
+        assert_eq!(params("p/{name}", "/api/p"), None);
+        assert_eq!(params("p/{name}", "/api/p/a/b"), None);
+    }
+
+    #[test]
+    fn literals_match_case_insensitively() {
+        assert!(params("Hello/World", "/API/hello/WORLD").is_some());
+        assert!(params("café", "/api/CAFÉ").is_some());
+        assert!(params("hello", "/api/hell").is_none());
+    }
+
+    #[test]
+    fn route_none_uses_the_function_name() {
+        let r = Router::new("api", vec![spec("HttpTrigger1", None, &[])]).expect("valid");
+        assert_eq!(
+            r.find(&Method::GET, "/api/httptrigger1")
+                .map(|m| m.function),
+            Some("HttpTrigger1")
+        );
+        assert!(r.find(&Method::GET, "/HttpTrigger1").is_none());
+    }
+
+    #[test]
+    fn empty_and_custom_prefixes() {
+        let r = Router::new("", vec![spec("f", Some("/items/{id}/"), &[])]).expect("valid");
+        assert_eq!(
+            r.find(&Method::GET, "/items/7").map(|m| m.params),
+            Some(pairs(&[("id", "7")]))
+        );
+        assert!(r.find(&Method::GET, "/api/items/7").is_none());
+        let r = Router::new("/v1/public/", vec![spec("f", Some("items"), &[])]).expect("valid");
+        assert!(r.find(&Method::GET, "/v1/public/items").is_some());
+        assert!(r.find(&Method::GET, "/api/items").is_none());
+        // A route of "/" is the prefix itself.
+        let r = Router::new("api", vec![spec("root", Some("/"), &[])]).expect("valid");
+        assert!(r.find(&Method::GET, "/api").is_some());
+        assert!(r.find(&Method::GET, "/api/").is_some());
+    }
+
+    #[test]
+    fn trailing_slash_dot_segments_and_empty_segments() {
+        assert!(params("x", "/api/x/").is_some());
+        assert!(params("x", "/api/./y/../x").is_some());
+        assert!(params("x", "/api/y/%2E%2E/x").is_some());
+        assert!(params("x", "/api/x//").is_none());
+        // An empty segment gives a required parameter no value.
+        assert!(params("a/{b}/c", "/api/a//c").is_none());
+        assert_eq!(params("a/{b=z}/c", "/api/a//c"), Some(pairs(&[("b", "z")])));
+    }
+
+    #[test]
+    fn optional_params_are_left_out_when_absent() {
+        assert_eq!(params("items/{id?}", "/api/items"), Some(vec![]));
+        assert_eq!(params("items/{id?}", "/api/items/"), Some(vec![]));
+        assert_eq!(
+            params("items/{id?}", "/api/items/5"),
+            Some(pairs(&[("id", "5")]))
+        );
+        assert_eq!(
+            params("items/{a?}/{b?}", "/api/items/1"),
+            Some(pairs(&[("a", "1")]))
+        );
+        // The docs' example: the constraint of an absent optional parameter is skipped.
+        let route = "products/{category:alpha}/{id:int?}";
+        assert_eq!(
+            params(route, "/api/products/shoes"),
+            Some(pairs(&[("category", "shoes")]))
+        );
+        assert_eq!(
+            params(route, "/api/products/shoes/3"),
+            Some(pairs(&[("category", "shoes"), ("id", "3")]))
+        );
+        assert_eq!(params(route, "/api/products/shoes/x"), None);
+    }
+
+    #[test]
+    fn defaults_are_filled_in_and_constrained() {
+        assert_eq!(
+            params("page/{n=1}", "/api/page"),
+            Some(pairs(&[("n", "1")]))
+        );
+        assert_eq!(
+            params("page/{n=1}", "/api/page/9"),
+            Some(pairs(&[("n", "9")]))
+        );
+        assert_eq!(
+            params("page/{n:int=1}", "/api/page"),
+            Some(pairs(&[("n", "1")]))
+        );
+        assert_eq!(params("page/{n:int=one}", "/api/page"), None);
+    }
+
+    #[test]
+    fn catch_all_takes_the_rest_of_the_path() {
+        for route in ["files/{*path}", "files/{**path}"] {
+            assert_eq!(
+                params(route, "/api/files/a/b%20c/d.txt"),
+                Some(pairs(&[("path", "a/b c/d.txt")]))
+            );
+            assert_eq!(
+                params(route, "/api/files/a/b/"),
+                Some(pairs(&[("path", "a/b/")]))
+            );
+            assert_eq!(params(route, "/api/files/a"), Some(pairs(&[("path", "a")])));
+            // Empty catch-all: matches, with no value (as ASP.NET gives null).
+            assert_eq!(params(route, "/api/files"), Some(vec![]));
+            assert_eq!(params(route, "/api/files/"), Some(vec![]));
+            assert_eq!(params(route, "/api/other"), None);
+        }
+        // The ASGI/WSGI wrappers' route.
+        assert_eq!(
+            params("/{*route}", "/api/x/y"),
+            Some(pairs(&[("route", "x/y")]))
+        );
+        assert_eq!(
+            params("files/{*path=index.html}", "/api/files"),
+            Some(pairs(&[("path", "index.html")]))
+        );
+    }
+
+    #[test]
+    fn catch_all_with_constraints() {
+        assert!(params("f/{*p:nonfile}", "/api/f").is_some());
+        assert!(params("f/{*p:nonfile}", "/api/f/a/b").is_some());
+        assert!(params("f/{*p:nonfile}", "/api/f/a/b.js").is_none());
+        assert!(params("f/{*p:file}", "/api/f/a/b.js").is_some());
+        // A constraint other than nonfile refuses the absent value.
+        assert!(params("f/{*p:alpha}", "/api/f").is_none());
+    }
+
+    #[test]
+    fn integer_constraints_accept_and_reject() {
+        let int = "x/{v:int}";
+        for ok in ["0", "-5", "+5", "2147483647", "-2147483648", "%2012%20"] {
+            assert!(accepts(int, ok), "int should accept {ok}");
+        }
+        for bad in ["2147483648", "1.0", "abc", "1e3", "-", "0x10", "٣"] {
+            assert!(!accepts(int, bad), "int should reject {bad}");
+        }
+        assert!(accepts("x/{v:long}", "9223372036854775807"));
+        assert!(!accepts("x/{v:long}", "9223372036854775808"));
+        assert!(!accepts("x/{v:long}", "12a"));
+    }
+
+    #[test]
+    fn bool_constraint() {
+        for ok in ["true", "FALSE", "True"] {
+            assert!(accepts("x/{v:bool}", ok), "{ok}");
+        }
+        for bad in ["1", "yes", "truee"] {
+            assert!(!accepts("x/{v:bool}", bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decimal_and_float_constraints() {
+        for ok in [
+            "1",
+            "-1.5",
+            "1,000.25",
+            ".5",
+            "5.",
+            "5-",
+            "79228162514264337593543950335",
+        ] {
+            assert!(accepts("x/{v:decimal}", ok), "decimal should accept {ok}");
+        }
+        for bad in [
+            "1e5",
+            "abc",
+            ".",
+            "79228162514264337593543950336",
+            "-5-",
+            ",1",
+            "NaN",
+        ] {
+            assert!(
+                !accepts("x/{v:decimal}", bad),
+                "decimal should reject {bad}"
+            );
+        }
+        for route in ["x/{v:double}", "x/{v:float}"] {
+            for ok in [
+                "1",
+                "-1.5e10",
+                "1,000.5",
+                "1E-3",
+                "NaN",
+                "-Infinity",
+                "1e999",
+            ] {
+                assert!(accepts(route, ok), "{route} should accept {ok}");
+            }
+            for bad in ["abc", "1e", "1.2.3", "5-", "e5"] {
+                assert!(!accepts(route, bad), "{route} should reject {bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn guid_constraint() {
+        for ok in [
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "0F8FAD5BD9CB469FA16570867728950E",
+            "{0f8fad5b-d9cb-469f-a165-70867728950e}",
+            "(0f8fad5b-d9cb-469f-a165-70867728950e)",
+        ] {
+            assert!(accepts("x/{v:guid}", ok), "{ok}");
+        }
+        for bad in [
+            "0f8fad5b-d9cb-469f-a165-70867728950",
+            "0f8fad5bd9cb469fa16570867728950g",
+            "123",
+        ] {
+            assert!(!accepts("x/{v:guid}", bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn datetime_constraint() {
+        for ok in [
+            "2016-12-31",
+            "2016-12-31%207:32pm",
+            "2016-12-31T23:59:59Z",
+            "2016-12-31T23:59:59.1234567+01:00",
+            "12-31-2016",
+            "2.29.2024",
+            "10:30",
+        ] {
+            assert!(accepts("x/{v:datetime}", ok), "{ok}");
+        }
+        // Slash-separated dates only reach a constraint through a catch-all.
+        assert!(params("d/{*v:datetime}", "/api/d/12/31/2016").is_some());
+        assert!(is_datetime("2/29/24") && !is_datetime("2/29/23"));
+        for bad in [
+            "2016-13-01",
+            "2023-02-29",
+            "2016-12-31T25:00",
+            "hello",
+            "2016-12-31x",
+            "12:60",
+        ] {
+            assert!(!accepts("x/{v:datetime}", bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn alpha_constraint() {
+        assert!(accepts("x/{v:alpha}", "abcXYZ"));
+        assert!(!accepts("x/{v:alpha}", "abc1"));
+        assert!(!accepts("x/{v:alpha}", "caf%C3%A9"));
+    }
+
+    #[test]
+    fn numeric_range_constraints() {
+        assert!(accepts("x/{v:min(10)}", "10"));
+        assert!(!accepts("x/{v:min(10)}", "9"));
+        assert!(!accepts("x/{v:min(10)}", "ten"));
+        assert!(accepts("x/{v:max(10)}", "-3"));
+        assert!(!accepts("x/{v:max(10)}", "11"));
+        assert!(accepts("x/{v:range(1, 5)}", "5"));
+        assert!(!accepts("x/{v:range(1,5)}", "0"));
+        assert!(!accepts("x/{v:range(1,5)}", "6"));
+    }
+
+    #[test]
+    fn length_constraints() {
+        assert!(accepts("x/{v:length(3)}", "abc"));
+        assert!(!accepts("x/{v:length(3)}", "abcd"));
+        assert!(accepts("x/{v:length(2,4)}", "abcd"));
+        assert!(!accepts("x/{v:length(2,4)}", "a"));
+        assert!(accepts("x/{v:minlength(2)}", "ab"));
+        assert!(!accepts("x/{v:minlength(2)}", "a"));
+        assert!(accepts("x/{v:maxlength(2)}", "ab"));
+        assert!(!accepts("x/{v:maxlength(2)}", "abc"));
+        // .NET counts UTF-16 code units: one astral character is two.
+        assert!(accepts("x/{v:length(2)}", "%F0%9F%98%80"));
+    }
+
+    #[test]
+    fn regex_constraint_is_case_insensitive_and_unanchored_like_aspnet() {
+        assert!(accepts("x/{v:regex(^\\d{{3}}-\\d{{4}}$)}", "555-1234"));
+        assert!(!accepts("x/{v:regex(^\\d{{3}}-\\d{{4}}$)}", "5555-1234"));
+        assert!(accepts("x/{v:regex(^(list|get)$)}", "LIST"));
+        assert!(!accepts("x/{v:regex(^(list|get)$)}", "create"));
+        // ASP.NET Core does not add ^…$: an unanchored pattern matches a substring.
+        assert!(accepts("x/{v:regex(abc)}", "xxABCxx"));
+        assert!(accepts("x/{v:regex(a:b)}", "a:b"));
+    }
+
+    #[test]
+    fn chained_and_other_constraints() {
+        let route = "x/{v:int:min(1):max(9)}";
+        assert!(accepts(route, "5"));
+        assert!(!accepts(route, "0"));
+        assert!(!accepts(route, "10"));
+        assert!(accepts("x/{v:alpha:length(3)}", "dog"));
+        assert!(!accepts("x/{v:alpha:length(3)}", "dogs"));
+        assert!(accepts("x/{v:INT}", "1"));
+        assert!(accepts("x/{v:required}", "a"));
+        assert!(accepts("x/{v:file}", "a.txt"));
+        assert!(!accepts("x/{v:file}", "a."));
+        assert!(accepts("x/{v:nonfile}", "abc"));
+        assert!(!accepts("x/{v:nonfile}", ".gitignore"));
+    }
+
+    #[test]
+    fn method_mismatch_is_no_match_and_empty_means_all() {
+        let r = Router::new(
+            "api",
+            vec![
+                spec("get", Some("a"), &[Method::GET, Method::HEAD]),
+                spec("any", Some("b"), &[]),
+            ],
+        )
+        .expect("valid");
+        assert!(r.find(&Method::GET, "/api/a").is_some());
+        assert!(r.find(&Method::HEAD, "/api/a").is_some());
+        assert!(r.find(&Method::POST, "/api/a").is_none());
+        let ext = Method::from_bytes(b"PURGE").expect("valid method");
+        assert!(r.find(&ext, "/api/b").is_some());
+        assert!(r.find(&Method::DELETE, "/api/b").is_some());
+    }
+
+    #[test]
+    fn first_match_in_registration_order_wins() {
+        let specs = vec![
+            spec("catch", Some("{*rest}"), &[Method::POST]),
+            spec("generic", Some("items/{id}"), &[]),
+            spec("specific", Some("items/special"), &[]),
+        ];
+        let r = Router::new("api", specs).expect("valid");
+        assert_eq!(r.len(), 3);
+        assert!(!r.is_empty());
+        let hit = r.find(&Method::GET, "/api/items/special").expect("matches");
+        assert_eq!((hit.function, hit.index), ("generic", 1));
+        assert_eq!(hit.auth, AuthLevel::Function);
+        let hit = r
+            .find(&Method::POST, "/api/items/special")
+            .expect("matches");
+        assert_eq!((hit.function, hit.index), ("catch", 0));
+        // A failing constraint moves on to the next route.
+        let r = router(&[("num", "v/{id:int}"), ("text", "v/{name}")]);
+        assert_eq!(
+            r.find(&Method::GET, "/api/v/3").map(|m| m.function),
+            Some("num")
+        );
+        assert_eq!(
+            r.find(&Method::GET, "/api/v/abc").map(|m| m.function),
+            Some("text")
+        );
+    }
+
+    #[test]
+    fn reserved_routes_are_refused() {
+        for route in [
+            "admin",
+            "/Admin/x",
+            "administrator",
+            "RUNTIME/webhooks",
+            "runtimes",
+        ] {
+            let e = template_error(route);
+            assert!(
+                matches!(e, RouteError::ReservedRoute { .. }),
+                "{route}: {e}"
+            );
+        }
+        // The function name counts when there is no route.
+        let e = build_error("api", vec![spec("AdminPanel", None, &[])]);
+        assert!(matches!(e, RouteError::ReservedRoute { .. }));
+        // Only the route is checked, not the prefix, and only at its start.
+        assert!(Router::new("admin", vec![spec("f", Some("x/admin"), &[])]).is_ok());
+    }
+
+    #[test]
+    fn conflicting_routes_are_refused() {
+        let e = build_error(
+            "api",
+            vec![
+                spec("a", Some("Items/{id}"), &[Method::GET]),
+                spec("b", Some("/items/{id}/"), &[Method::GET]),
+            ],
+        );
+        assert!(
+            matches!(e, RouteError::Conflict { first, second, .. } if first == "a" && second == "b")
+        );
+        let e = build_error(
+            "api",
+            vec![
+                spec("a", Some("x"), &[Method::GET]),
+                spec("b", Some("x"), &[]),
+            ],
+        );
+        assert!(matches!(e, RouteError::Conflict { .. }));
+        // Same route, disjoint methods: allowed. Different route strings: allowed.
+        let ok = Router::new(
+            "api",
+            vec![
+                spec("a", Some("x"), &[Method::GET]),
+                spec("b", Some("x"), &[Method::POST]),
+                spec("c", Some("{id}"), &[]),
+                spec("d", Some("{name}"), &[]),
+            ],
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn duplicate_function_names_are_refused() {
+        let e = build_error(
+            "api",
+            vec![spec("f", Some("a"), &[]), spec("F", Some("b"), &[])],
+        );
+        assert!(matches!(e, RouteError::DuplicateFunction { function } if function == "F"));
+    }
+
+    #[test]
+    fn bad_templates_are_refused_at_startup() {
+        for route in [
+            "{a}.{b}",
+            "file.{ext}",
+            "a//b",
+            "{*rest}/x",
+            "{id",
+            "id}",
+            "{}",
+            "{a}/{A}",
+            "{id=1?}",
+            "{*rest?}",
+            "a?b",
+            "{a{b}",
+            "{na/me}",
+        ] {
+            let e = template_error(route);
+            assert!(matches!(e, RouteError::BadTemplate { .. }), "{route}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_malformed_constraints_are_refused() {
+        let e = template_error("{id:integer}");
+        assert!(
+            matches!(e, RouteError::UnknownConstraint { ref constraint, .. } if constraint == "integer"),
+            "{e}"
+        );
+        for route in [
+            "{id:min}",
+            "{id:min(a)}",
+            "{id:int(3)}",
+            "{id:range(5,1)}",
+            "{id:length(-1)}",
+            "{id:regex([)}",
+            "{id:min(1}",
+        ] {
+            let e = template_error(route);
+            assert!(
+                matches!(e, RouteError::BadConstraint { .. }),
+                "{route}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn escaped_braces_are_literal() {
+        assert!(params("a{{b}}", "/api/a%7Bb%7D").is_some());
+    }
+
+    #[test]
+    fn root_and_odd_paths_do_not_panic() {
+        let r = router(&[("f", "x")]);
+        for path in ["", "/", "//", "*", "/api/%", "/api/%E", "/..", "/api/../.."] {
+            assert!(r.find(&Method::GET, path).is_none(), "{path}");
+        }
+        let r = Router::new("", vec![spec("all", Some("{*p}"), &[])]).expect("valid");
+        assert_eq!(r.find(&Method::GET, "/").map(|m| m.params), Some(vec![]));
+    }
+}

@@ -20,14 +20,38 @@ use crate::supervisor::{SupervisorError, WorkerLaunch, WorkerProcess};
 
 /// The worker package, embedded so the binary alone is enough to run an app.
 const WORKER_ASSETS: &[Asset] = &[
-    Asset { path: "worker.py", bytes: include_bytes!("../worker/worker.py") },
-    Asset { path: "sluice_worker/__init__.py", bytes: include_bytes!("../worker/sluice_worker/__init__.py") },
-    Asset { path: "sluice_worker/main.py", bytes: include_bytes!("../worker/sluice_worker/main.py") },
-    Asset { path: "sluice_worker/protos.py", bytes: include_bytes!("../worker/sluice_worker/protos.py") },
-    Asset { path: "sluice_worker/transport.py", bytes: include_bytes!("../worker/sluice_worker/transport.py") },
-    Asset { path: "sluice_worker/dispatcher.py", bytes: include_bytes!("../worker/sluice_worker/dispatcher.py") },
-    Asset { path: "sluice_worker/logs.py", bytes: include_bytes!("../worker/sluice_worker/logs.py") },
-    Asset { path: "FunctionRpc.desc", bytes: crate::proto::DESCRIPTOR_SET },
+    Asset {
+        path: "worker.py",
+        bytes: include_bytes!("../worker/worker.py"),
+    },
+    Asset {
+        path: "sluice_worker/__init__.py",
+        bytes: include_bytes!("../worker/sluice_worker/__init__.py"),
+    },
+    Asset {
+        path: "sluice_worker/main.py",
+        bytes: include_bytes!("../worker/sluice_worker/main.py"),
+    },
+    Asset {
+        path: "sluice_worker/protos.py",
+        bytes: include_bytes!("../worker/sluice_worker/protos.py"),
+    },
+    Asset {
+        path: "sluice_worker/transport.py",
+        bytes: include_bytes!("../worker/sluice_worker/transport.py"),
+    },
+    Asset {
+        path: "sluice_worker/dispatcher.py",
+        bytes: include_bytes!("../worker/sluice_worker/dispatcher.py"),
+    },
+    Asset {
+        path: "sluice_worker/logs.py",
+        bytes: include_bytes!("../worker/sluice_worker/logs.py"),
+    },
+    Asset {
+        path: "FunctionRpc.desc",
+        bytes: crate::proto::DESCRIPTOR_SET,
+    },
 ];
 const WORKER_LOCK: &str = include_str!("../worker/requirements.lock");
 
@@ -84,8 +108,13 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     let env = |k: &str| std::env::var(k).ok();
     let python = python::find_python(config.python.as_deref(), &env).await?;
     info!(python = %python.path.display(), version = %python.version_string(), "using Python");
-    let worker_env =
-        python::ensure_worker_env(&python, &python::default_cache_dir(&env), WORKER_LOCK, WORKER_ASSETS).await?;
+    let worker_env = python::ensure_worker_env(
+        &python,
+        &python::default_cache_dir(&env),
+        WORKER_LOCK,
+        WORKER_ASSETS,
+    )
+    .await?;
     let app_site = python::ensure_app_packages(&python, &config.app_dir).await?;
     let keys = match &config.secrets_file {
         Some(path) => KeyStore::load(path)?,
@@ -95,10 +124,14 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     let rpc = RpcServer::start().await?;
     let listener = crate::http::bind(config.listen)
         .await
-        .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     info!(%addr, app = %config.app_dir.display(), workers = config.workers.get(), "listening");
 
     let pool = Arc::new(Pool::default());

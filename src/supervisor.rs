@@ -66,7 +66,10 @@ impl WorkerLaunch {
             .args(["--functions-uri", &uri])
             .args(["--functions-worker-id", worker_id])
             .args(["--functions-request-id", &request_id])
-            .args(["--functions-grpc-max-message-length", GRPC_MAX_MESSAGE_LENGTH])
+            .args([
+                "--functions-grpc-max-message-length",
+                GRPC_MAX_MESSAGE_LENGTH,
+            ])
             .current_dir(&self.app_dir)
             .env("FUNCTIONS_WORKER_DIRECTORY", &self.worker_dir)
             .env("FUNCTIONS_APPLICATION_DIRECTORY", &self.app_dir)

@@ -105,7 +105,9 @@ impl FunctionRpc for Service {
             .await?
             .ok_or_else(|| Status::invalid_argument("stream ended before StartStream"))?;
         let Some(Content::StartStream(start)) = first.content else {
-            return Err(Status::invalid_argument("the first message must be StartStream"));
+            return Err(Status::invalid_argument(
+                "the first message must be StartStream",
+            ));
         };
         let waiter = self
             .waiters
@@ -125,7 +127,9 @@ impl FunctionRpc for Service {
             })
             .is_err()
         {
-            return Err(Status::unavailable("Sluice stopped waiting for this worker"));
+            return Err(Status::unavailable(
+                "Sluice stopped waiting for this worker",
+            ));
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

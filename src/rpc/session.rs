@@ -251,7 +251,11 @@ struct Steps<'a> {
 }
 
 impl Steps<'_> {
-    async fn request(&mut self, expected: &'static str, content: Content) -> Result<Content, RpcError> {
+    async fn request(
+        &mut self,
+        expected: &'static str,
+        content: Content,
+    ) -> Result<Content, RpcError> {
         let closed = || RpcError::StreamClosed {
             worker: self.worker.to_owned(),
         };
@@ -259,7 +263,10 @@ impl Steps<'_> {
             request_id: uuid::Uuid::new_v4().to_string(),
             content: Some(content),
         };
-        self.outbound.send(Ok(message)).await.map_err(|_| closed())?;
+        self.outbound
+            .send(Ok(message))
+            .await
+            .map_err(|_| closed())?;
         let wait = async {
             loop {
                 let message = match self.inbound.message().await {
@@ -354,7 +361,9 @@ async fn read_loop(
                     Some(p) => {
                         let _ = p.reply.send(response);
                     }
-                    None => debug!(worker = %worker, invocation = %response.invocation_id, "response for an unknown invocation"),
+                    None => {
+                        debug!(worker = %worker, invocation = %response.invocation_id, "response for an unknown invocation")
+                    }
                 }
             }
             Some(Content::RpcLog(log)) => {

@@ -1,0 +1,366 @@
+//! Test harness: starts the real `sluice` binary on 127.0.0.1 port 0, collects its output line by
+//! line, learns the bound address from the `listening` log line and waits for the workers to be
+//! ready. The child is owned by the harness (`kill_on_drop`), so a failing test leaves nothing behind.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rand::RngCore;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
+
+/// The first start on a fresh machine builds the worker environment and pip-installs the app's
+/// requirements, which can take minutes; later starts take about a second.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(600);
+
+/// How long to wait for a log line that follows a request (the log travels worker → Sluice → pipe).
+pub const LOG_DEADLINE: Duration = Duration::from_secs(30);
+
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Output lines of the child, shared with the reader tasks.
+type Lines = Arc<Mutex<Vec<String>>>;
+
+/// The example app in `examples/hello`.
+pub fn hello_app() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello")
+}
+
+/// How to start Sluice.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub app_dir: PathBuf,
+    /// Always passed explicitly so the number of `worker ready` lines to wait for is known
+    /// (and `FUNCTIONS_WORKER_PROCESS_COUNT` in the caller's environment cannot change it).
+    pub workers: usize,
+    pub secrets_file: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn new(app_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            app_dir: app_dir.into(),
+            workers: 1,
+            secrets_file: None,
+        }
+    }
+
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    pub fn secrets_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.secrets_file = Some(path.into());
+        self
+    }
+}
+
+/// A running `sluice serve` child process.
+pub struct Sluice {
+    child: Child,
+    lines: Lines,
+    readers: Vec<JoinHandle<()>>,
+    addr: Option<SocketAddr>,
+}
+
+impl Sluice {
+    /// Starts Sluice and waits until it listens and all workers are ready.
+    pub async fn start(options: Options) -> anyhow::Result<Self> {
+        let workers = options.workers;
+        let mut sluice = Self::spawn(options)?;
+        sluice.wait_until_ready(workers, STARTUP_DEADLINE).await?;
+        Ok(sluice)
+    }
+
+    /// Starts Sluice without waiting for anything (for tests of start-up failures).
+    pub fn spawn(options: Options) -> anyhow::Result<Self> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .arg("serve")
+            .arg(&options.app_dir)
+            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .args(["--workers", &options.workers.to_string()]);
+        if let Some(secrets) = &options.secrets_file {
+            command.arg("--secrets-file").arg(secrets);
+        }
+        command
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().context("spawning the sluice binary")?;
+        let lines = Lines::default();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let readers = vec![
+            tokio::spawn(collect_lines(stdout, "stdout", lines.clone())),
+            tokio::spawn(collect_lines(stderr, "stderr", lines.clone())),
+        ];
+        Ok(Self {
+            child,
+            lines,
+            readers,
+            addr: None,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` of the running server.
+    pub fn base_url(&self) -> String {
+        let addr = self
+            .addr
+            .expect("base_url is only available after Sluice::start");
+        format!("http://{addr}")
+    }
+
+    /// `base_url()` + `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url())
+    }
+
+    /// Whether any output line so far contains `needle`.
+    pub fn output_contains(&self, needle: &str) -> bool {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(needle))
+    }
+
+    /// Every output line so far that contains `needle`.
+    pub fn output_lines_containing(&self, needle: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until an output line contains `needle`, or fails after `deadline`.
+    pub async fn wait_for_output(&self, needle: &str, deadline: Duration) -> anyhow::Result<()> {
+        let until = Instant::now() + deadline;
+        while !self.output_contains(needle) {
+            if Instant::now() >= until {
+                bail!(
+                    "no output line contains {needle:?} after {deadline:?}\n{}",
+                    self.output_tail()
+                );
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit, then for its output to be fully read.
+    pub async fn wait_for_exit(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        let status = match timeout(deadline, self.child.wait()).await {
+            Ok(status) => status.context("waiting for sluice")?,
+            Err(_) => bail!(
+                "sluice did not exit within {deadline:?}\n{}",
+                self.output_tail()
+            ),
+        };
+        // The pipes close when the last writer is gone; bounded, in case a grandchild holds one.
+        for reader in self.readers.drain(..) {
+            let _ = timeout(Duration::from_secs(10), reader).await;
+        }
+        Ok(status)
+    }
+
+    async fn wait_until_ready(&mut self, workers: usize, deadline: Duration) -> anyhow::Result<()> {
+        let until = Instant::now() + deadline;
+        loop {
+            if self.addr.is_none() {
+                self.addr = self
+                    .output_lines_containing("listening")
+                    .iter()
+                    .find_map(|l| parse_addr(l));
+            }
+            let ready = self.output_lines_containing("worker ready").len();
+            if self.addr.is_some() && ready >= workers {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait().context("polling sluice")? {
+                // Let the readers drain what the process wrote before it went away.
+                for reader in self.readers.drain(..) {
+                    let _ = timeout(Duration::from_secs(10), reader).await;
+                }
+                bail!(
+                    "sluice exited during start-up ({status})\n{}",
+                    self.output_tail()
+                );
+            }
+            if Instant::now() >= until {
+                bail!(
+                    "sluice not ready after {deadline:?} (listening: {:?}, workers ready: {ready}/{workers})\n{}",
+                    self.addr,
+                    self.output_tail()
+                );
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The last output lines, for failure messages.
+    pub fn output_tail(&self) -> String {
+        let lines = self.lines.lock().unwrap();
+        let start = lines.len().saturating_sub(40);
+        format!("--- last sluice output ---\n{}", lines[start..].join("\n"))
+    }
+}
+
+/// Reads `stream` line by line into `lines`, echoing each line to the test's stderr.
+async fn collect_lines(stream: impl AsyncRead + Unpin, label: &'static str, lines: Lines) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let line = strip_ansi(String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']));
+                eprintln!("[sluice {label}] {line}");
+                lines.lock().unwrap().push(line);
+            }
+        }
+    }
+}
+
+/// Removes ANSI escape sequences (`ESC [ … letter`), in case colours are on despite `NO_COLOR`.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Finds `addr=IP:PORT` (optionally quoted) in a log line.
+fn parse_addr(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("addr=")? + "addr=".len()..];
+    let rest = rest.trim_start_matches('"');
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// `n` random bytes.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0; n];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// A random lowercase hex string of `n` bytes of entropy.
+pub fn random_hex(n: usize) -> String {
+    random_bytes(n).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), random_hex(6)));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Keys written to a host secrets file in the platform's format.
+pub struct Secrets {
+    pub master_key: String,
+    pub function_key: String,
+    pub file: PathBuf,
+    _dir: TempDir,
+}
+
+impl Secrets {
+    pub fn generate() -> anyhow::Result<Self> {
+        let dir = TempDir::new("sluice-e2e-secrets")?;
+        let master_key = random_hex(20);
+        let function_key = random_hex(20);
+        let json = serde_json::json!({
+            "masterKey": {"name": "master", "value": master_key, "encrypted": false},
+            "functionKeys": [{"name": "default", "value": function_key, "encrypted": false}],
+            "systemKeys": [],
+        });
+        let file = dir.path().join("host.json");
+        std::fs::write(&file, serde_json::to_vec_pretty(&json)?)?;
+        Ok(Self {
+            master_key,
+            function_key,
+            file,
+            _dir: dir,
+        })
+    }
+}
+
+/// An HTTP/1.1 client that never goes through a proxy (tests only talk to 127.0.0.1).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a plain reqwest client builds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_addr_reads_plain_and_quoted_forms() {
+        let want: SocketAddr = "127.0.0.1:40123".parse().unwrap();
+        assert_eq!(
+            parse_addr("INFO sluice::serve: listening addr=127.0.0.1:40123 workers=1"),
+            Some(want)
+        );
+        assert_eq!(
+            parse_addr("INFO listening addr=\"127.0.0.1:40123\""),
+            Some(want)
+        );
+        assert_eq!(parse_addr("INFO listening"), None);
+    }
+
+    #[test]
+    fn strip_ansi_removes_colour_codes() {
+        assert_eq!(
+            strip_ansi("\u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m1"),
+            "addr=1"
+        );
+    }
+}
