@@ -57,6 +57,8 @@ const WORKER_LOCK: &str = include_str!("../worker/requirements.lock");
 
 /// Restart backoff for a worker slot: doubles from the first value up to the cap.
 const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+/// How long to wait for a worker whose stream closed to exit too.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// A slot that fails this many times within the window stops restarting (crash loop).
 const CRASH_LOOP: (u32, Duration) = (5, Duration::from_secs(300));
 
@@ -234,7 +236,14 @@ impl Workers {
             step_timeout: self.startup_timeout,
         };
         let (session, functions) = tokio::select! {
-            started = Session::start(connection, handshake) => started?,
+            started = Session::start(connection, handshake) => match started {
+                Ok(started) => started,
+                // A dying worker closes its stream first; report the exit, which says why.
+                Err(e) => match tokio::time::timeout(EXIT_GRACE, process.exited()).await {
+                    Ok(status) => return Err(exited(status)),
+                    Err(_) => return Err(e.into()),
+                },
+            },
             status = process.exited() => return Err(exited(status)),
         };
         if self.catalog.get().is_none() {
