@@ -205,24 +205,13 @@ pub fn set_cookie(c: &RpcHttpCookie) -> String {
     {
         out.push_str(&format!("; max-age={}", max_age as i64));
     }
-    // The SDK sends unset attributes as empty strings; an empty attribute is left out.
-    if let Some(crate::proto::nullable_string::String::Value(domain)) = c
-        .domain
-        .as_ref()
-        .and_then(|d| d.string.as_ref())
-        .filter(|d| !is_empty_value(d))
-    {
-        out.push_str("; domain=");
-        out.push_str(domain);
-    }
-    if let Some(crate::proto::nullable_string::String::Value(path)) = c
-        .path
-        .as_ref()
-        .and_then(|p| p.string.as_ref())
-        .filter(|p| !is_empty_value(p))
-    {
-        out.push_str("; path=");
-        out.push_str(path);
+    for (name, value) in [("domain", &c.domain), ("path", &c.path)] {
+        if let Some(value) = non_empty(value) {
+            out.push_str("; ");
+            out.push_str(name);
+            out.push('=');
+            out.push_str(value);
+        }
     }
     if let Some(crate::proto::nullable_bool::Bool::Value(true)) =
         c.secure.as_ref().and_then(|s| s.bool)
@@ -243,9 +232,12 @@ pub fn set_cookie(c: &RpcHttpCookie) -> String {
     out
 }
 
-fn is_empty_value(v: &crate::proto::nullable_string::String) -> bool {
-    let crate::proto::nullable_string::String::Value(v) = v;
-    v.is_empty()
+/// The SDK sends unset cookie attributes as empty strings; those are left out.
+fn non_empty(value: &Option<crate::proto::NullableString>) -> Option<&str> {
+    match value.as_ref()?.string.as_ref()? {
+        crate::proto::nullable_string::String::Value(v) if !v.is_empty() => Some(v),
+        _ => None,
+    }
 }
 
 /// RFC 1123 date (`Thu, 01 Jan 1970 00:00:00 GMT`) from Unix seconds.
