@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// The platform's host secrets JSON (masterKey, functionKeys, systemKeys).
     #[arg(long)]
     pub secrets_file: Option<PathBuf>,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT (also SLUICE_DRAIN_GRACE; default 30).
+    #[arg(long)]
+    pub drain_grace: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +66,10 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not valid JSON: {source}")]
+    #[error("{path}: {source}")]
     HostJson {
         path: PathBuf,
-        source: serde_json::Error,
+        source: HostJsonError,
     },
 }
 
@@ -83,18 +86,35 @@ pub struct ServeConfig {
     /// How long a request waits for the first ready worker, and how long a worker may
     /// take from launch to ready (platform: 60 s to connect + 2 min to initialise).
     pub startup_timeout: Duration,
+    /// After SIGTERM/SIGINT, how long in-flight requests may take before Sluice exits.
+    pub drain_grace: Duration,
 }
+
+/// Sluice's default functionTimeout (the platform's Premium/Dedicated default).
+pub const DEFAULT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Cap on queued + executing function requests when host.json sets none: the
+/// platform leaves it unbounded, Sluice bounds it so overload cannot grow memory.
+pub const DEFAULT_MAX_OUTSTANDING: usize = 4096;
 
 /// The parts of the app's host.json Sluice honours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostJson {
     pub route_prefix: String,
+    /// `None` when host.json says `-1` (unbounded).
+    pub function_timeout: Option<Duration>,
+    /// `extensions.http.maxConcurrentRequests`; `None` = unbounded.
+    pub max_concurrent_requests: Option<usize>,
+    /// `extensions.http.maxOutstandingRequests`; `None` = unset (Sluice's default cap applies).
+    pub max_outstanding_requests: Option<usize>,
 }
 
 impl Default for HostJson {
     fn default() -> Self {
         HostJson {
             route_prefix: "api".to_owned(),
+            function_timeout: Some(DEFAULT_FUNCTION_TIMEOUT),
+            max_concurrent_requests: None,
+            max_outstanding_requests: None,
         }
     }
 }
@@ -111,7 +131,7 @@ impl HostJson {
         Self::parse(&text).map_err(|source| ConfigError::HostJson { path, source })
     }
 
-    pub fn parse(text: &str) -> Result<HostJson, serde_json::Error> {
+    pub fn parse(text: &str) -> Result<HostJson, HostJsonError> {
         let value: serde_json::Value = serde_json::from_str(text)?;
         let mut host = HostJson::default();
         if let Some(prefix) = value
@@ -120,7 +140,77 @@ impl HostJson {
         {
             host.route_prefix = prefix.to_owned();
         }
+        if let Some(timeout) = value.get("functionTimeout").filter(|v| !v.is_null()) {
+            host.function_timeout = parse_timeout(timeout)?;
+        }
+        // The platform treats -1 (its default) as "no limit".
+        let limit = |key: &str| -> Result<Option<usize>, HostJsonError> {
+            match value.pointer(&format!("/extensions/http/{key}")) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => match v.as_i64() {
+                    Some(n) if n < 0 => Ok(None),
+                    Some(n) => Ok(Some(n as usize)),
+                    None => Err(HostJsonError::Setting {
+                        key: key.to_owned(),
+                        value: v.to_string(),
+                    }),
+                },
+            }
+        };
+        host.max_concurrent_requests = limit("maxConcurrentRequests")?;
+        host.max_outstanding_requests = limit("maxOutstandingRequests")?;
         Ok(host)
+    }
+}
+
+/// Why host.json cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HostJsonError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("{key} = {value} is not valid")]
+    Setting { key: String, value: String },
+}
+
+/// `functionTimeout`: a TimeSpan string `[d.]hh:mm:ss[.fff]`, or -1 / "-1" for unbounded.
+fn parse_timeout(value: &serde_json::Value) -> Result<Option<Duration>, HostJsonError> {
+    let bad = || HostJsonError::Setting {
+        key: "functionTimeout".into(),
+        value: value.to_string(),
+    };
+    let text = match value {
+        serde_json::Value::Number(n) if n.as_i64() == Some(-1) => return Ok(None),
+        serde_json::Value::String(s) => s.trim(),
+        _ => return Err(bad()),
+    };
+    if text == "-1" {
+        return Ok(None);
+    }
+    let (days, clock) = match text.split_once('.') {
+        Some((d, rest)) if !d.contains(':') => (d.parse::<u64>().map_err(|_| bad())?, rest),
+        _ => (0, text),
+    };
+    let parts: Vec<&str> = clock.split(':').collect();
+    let [h, m, s] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let hours: u64 = h.parse().map_err(|_| bad())?;
+    let minutes: u64 = m.parse().map_err(|_| bad())?;
+    let seconds: f64 = s.parse().map_err(|_| bad())?;
+    if minutes >= 60 || !(0.0..60.0).contains(&seconds) {
+        return Err(bad());
+    }
+    let whole = (days * 24 + hours) * 3600 + minutes * 60;
+    Ok(Some(
+        Duration::from_secs(whole) + Duration::from_secs_f64(seconds),
+    ))
+}
+
+impl HostJson {
+    /// The outstanding-request cap in force: host.json's, else Sluice's default.
+    pub fn outstanding_cap(&self) -> usize {
+        self.max_outstanding_requests
+            .unwrap_or(DEFAULT_MAX_OUTSTANDING)
     }
 }
 
@@ -157,6 +247,19 @@ impl ServeConfig {
                 None => DEFAULT_BODY_LIMIT,
             };
         let host = HostJson::load(&app_dir)?;
+        let drain_grace = match args.drain_grace {
+            Some(secs) => secs,
+            None => match env("SLUICE_DRAIN_GRACE") {
+                Some(v) => v.trim().parse().map_err(|e: std::num::ParseIntError| {
+                    ConfigError::BadSetting {
+                        name: "SLUICE_DRAIN_GRACE",
+                        value: v.clone(),
+                        reason: e.to_string(),
+                    }
+                })?,
+                None => 30,
+            },
+        };
         Ok(ServeConfig {
             listen: SocketAddr::new(args.bind, args.port),
             workers,
@@ -167,6 +270,7 @@ impl ServeConfig {
             host,
             body_limit,
             startup_timeout: Duration::from_secs(180),
+            drain_grace: Duration::from_secs(drain_grace),
             app_dir,
         })
     }
@@ -206,6 +310,7 @@ mod tests {
             workers: None,
             python: None,
             secrets_file: None,
+            drain_grace: None,
         }
     }
 
@@ -214,6 +319,39 @@ mod tests {
         assert_eq!(HostJson::parse("{}").expect("json").route_prefix, "api");
         let host = HostJson::parse(r#"{"extensions":{"http":{"routePrefix":""}}}"#).expect("json");
         assert_eq!(host.route_prefix, "");
+    }
+
+    #[test]
+    fn function_timeout_and_throttles() {
+        let host = HostJson::parse(
+            r#"{"functionTimeout":"00:00:02","extensions":{"http":{"maxConcurrentRequests":2,"maxOutstandingRequests":4}}}"#,
+        )
+        .expect("valid");
+        assert_eq!(host.function_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(host.max_concurrent_requests, Some(2));
+        assert_eq!(host.outstanding_cap(), 4);
+        let d = HostJson::parse(r#"{"functionTimeout":"1.02:03:04.5"}"#).expect("valid");
+        assert_eq!(d.function_timeout, Some(Duration::from_secs_f64(93_784.5)));
+        assert_eq!(
+            HostJson::parse(r#"{"functionTimeout":"-1"}"#)
+                .expect("valid")
+                .function_timeout,
+            None
+        );
+        assert_eq!(
+            HostJson::parse(r#"{"functionTimeout":-1}"#)
+                .expect("valid")
+                .function_timeout,
+            None
+        );
+        let defaults = HostJson::parse("{}").expect("valid");
+        assert_eq!(defaults.function_timeout, Some(DEFAULT_FUNCTION_TIMEOUT));
+        assert_eq!(defaults.outstanding_cap(), DEFAULT_MAX_OUTSTANDING);
+        assert!(HostJson::parse(r#"{"functionTimeout":"soon"}"#).is_err());
+        assert!(HostJson::parse(r#"{"functionTimeout":"00:61:00"}"#).is_err());
+        let unbounded = HostJson::parse(r#"{"extensions":{"http":{"maxConcurrentRequests":-1}}}"#)
+            .expect("valid");
+        assert_eq!(unbounded.max_concurrent_requests, None);
     }
 
     #[test]

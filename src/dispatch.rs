@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, error, warn};
 
+use crate::admission::{Admission, Throttled};
 use crate::convert::{self, ConvertError};
 use crate::functions::Catalog;
 use crate::keys::KeyStore;
@@ -34,7 +35,13 @@ pub struct Dispatcher {
     pub body_limit: u64,
     /// How long a request waits for the first worker to become ready.
     pub startup_timeout: Duration,
+    pub admission: Admission,
+    /// host.json functionTimeout; `None` = unbounded.
+    pub function_timeout: Option<Duration>,
 }
+
+/// A request body that stalls this long between chunks is abandoned (slow client).
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a request got no function response.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,12 @@ pub enum InvokeError {
     PayloadTooLarge { limit: u64 },
     #[error("cannot read the request body: {0}")]
     BadBody(String),
+    #[error("the request body stalled for {0:?}")]
+    BodyTimeout(Duration),
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
+    #[error("function {function} timed out after {timeout:?}")]
+    FunctionTimeout { function: String, timeout: Duration },
     #[error(transparent)]
     Pool(#[from] PoolError),
     #[error(transparent)]
@@ -65,6 +78,10 @@ impl InvokeError {
             InvokeError::Unauthorized => StatusCode::UNAUTHORIZED,
             InvokeError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeError::BadBody(_) => StatusCode::BAD_REQUEST,
+            InvokeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            InvokeError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            // The platform's FunctionTimeoutException surfaces as a 500.
+            InvokeError::FunctionTimeout { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             InvokeError::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
             InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => StatusCode::BAD_GATEWAY,
             InvokeError::Worker(
@@ -89,6 +106,22 @@ impl InvokeError {
     fn into_response(self) -> Response<Full<Bytes>> {
         let mut response = Response::new(Full::new(self.body()));
         *response.status_mut() = self.status();
+        match self {
+            // The host's throttle tells the scale controller more instances are needed.
+            InvokeError::Throttled(_) => {
+                response
+                    .headers_mut()
+                    .insert("x-function-scaleout", header::HeaderValue::from_static("1"));
+            }
+            // The rest of a stalled body is unread: this connection cannot be reused.
+            InvokeError::BodyTimeout(_) => {
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            _ => {}
+        }
         response
     }
 }
@@ -112,7 +145,12 @@ impl Dispatcher {
                     InvokeError::FunctionFailed { function, message } => {
                         error!(function = %function, "function failed: {message}")
                     }
-                    InvokeError::NotFound | InvokeError::Unauthorized => {
+                    InvokeError::FunctionTimeout { function, timeout } => {
+                        error!(function = %function, ?timeout, "function timed out; its worker will be recycled")
+                    }
+                    InvokeError::NotFound
+                    | InvokeError::Unauthorized
+                    | InvokeError::Throttled(_) => {
                         debug!(%method, %path, error = %e, "request refused")
                     }
                     _ => warn!(%method, %path, error = %e, "request failed"),
@@ -145,6 +183,7 @@ impl Dispatcher {
         }
         let function = &catalog.functions[hit.index];
         let params = hit.params;
+        let _ticket = self.admission.admit().await?;
 
         let (parts, body) = request.into_parts();
         let body = self.read_body(&parts, body).await?;
@@ -157,7 +196,22 @@ impl Dispatcher {
         }];
 
         let lease = self.pool.pick()?;
-        let response = lease.session().invoke(&function.name, input).await?;
+        let invocation = lease.session().invoke(&function.name, input);
+        let response = match self.function_timeout {
+            None => invocation.await?,
+            Some(timeout) => match tokio::time::timeout(timeout, invocation).await {
+                Ok(response) => response?,
+                Err(_) => {
+                    // Python threads cannot be cancelled: replace the worker. Its other
+                    // invocations finish first (the supervisor waits for them).
+                    lease.session().request_recycle("function timeout");
+                    return Err(InvokeError::FunctionTimeout {
+                        function: function.name.to_string(),
+                        timeout,
+                    });
+                }
+            },
+        };
         drop(lease);
         let result = response.result.clone().unwrap_or_default();
         if result.status != RpcStatus::Success as i32 {
@@ -192,10 +246,30 @@ impl Dispatcher {
             return Err(too_large);
         }
         let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
-        match Limited::new(body, limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
-            Err(e) => Err(InvokeError::BadBody(e.to_string())),
+        let mut body = Limited::new(body, limit);
+        let mut chunks: Vec<Bytes> = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame())
+                .await
+                .map_err(|_| InvokeError::BodyTimeout(BODY_IDLE_TIMEOUT))?;
+            match frame {
+                None => break,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        chunks.push(data);
+                    }
+                }
+                Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(too_large);
+                }
+                Some(Err(e)) => return Err(InvokeError::BadBody(e.to_string())),
+            }
         }
+        // One chunk (the common case) is passed on without a copy.
+        Ok(match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.swap_remove(0),
+            _ => Bytes::from(chunks.concat()),
+        })
     }
 }

@@ -20,7 +20,17 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts connections until the task is dropped.
-pub async fn serve(listener: TcpListener, dispatcher: Arc<Dispatcher>) {
+#[derive(Debug, Clone, Default)]
+pub struct HttpLimits;
+pub async fn serve(
+    listener: TcpListener,
+    dispatcher: Arc<Dispatcher>,
+    _l: HttpLimits,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::select! { _ = serve_inner(listener, dispatcher) => {}, _ = drain.wait_for(|d| *d) => {} }
+}
+async fn serve_inner(listener: TcpListener, dispatcher: Arc<Dispatcher>) {
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let (stream, peer) = match listener.accept().await {

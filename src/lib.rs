@@ -9,19 +9,23 @@
 //! - [`http`]: the hyper front end: accepts connections, hands each request to [`dispatch`].
 //! - [`router`]: pure matching of (method, path) to a function, its route params and auth level.
 //! - [`keys`]: the host secrets file and the key check for an auth level.
+//! - [`admission`]: the host.json throttles (429 beyond max outstanding, a bounded execution queue).
 //! - [`dispatch`]: route → auth → pool → rpc for one request; maps every failure to one status.
 //! - [`convert`]: every HTTP ⇄ `RpcHttp` conversion.
 //! - [`pool`]: which workers are ready and how loaded; picks one.
 //! - [`rpc`]: the `FunctionRpc.EventStream` server and one session per worker.
+//! - [`lifecycle`]: worker slots: start, health pings, recycle, restart with backoff.
 //! - [`supervisor`]: spawns the Python worker processes and relays their output.
 //! - [`proto`]: the generated wire types.
 
+pub mod admission;
 pub mod config;
 pub mod convert;
 pub mod dispatch;
 pub mod functions;
 pub mod http;
 pub mod keys;
+pub mod lifecycle;
 pub mod pool;
 pub mod proto;
 pub mod python;

@@ -116,7 +116,7 @@ impl Pool {
         let workers = self.read();
         let slot = workers
             .iter()
-            .filter(|s| !s.session.is_closed())
+            .filter(|s| s.session.is_available())
             .min_by_key(|s| s.in_flight.load(Ordering::Acquire))
             .ok_or(PoolError::NoWorker)?;
         slot.in_flight.fetch_add(1, Ordering::AcqRel);

@@ -3,20 +3,22 @@
 //! worker slot running (restart with backoff) until a shutdown signal.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::admission::Admission;
 use crate::config::ServeConfig;
 use crate::dispatch::Dispatcher;
-use crate::functions::{Catalog, CatalogError};
+use crate::functions::CatalogError;
+use crate::http::HttpLimits;
 use crate::keys::{KeyError, KeyStore};
+use crate::lifecycle::{StartError, Workers};
 use crate::pool::Pool;
 use crate::python::{self, Asset, PythonError};
-use crate::rpc::session::Handshake;
-use crate::rpc::{RpcError, RpcServer, Session};
-use crate::supervisor::{SupervisorError, WorkerLaunch, WorkerProcess};
+use crate::rpc::{RpcError, RpcServer};
+use crate::supervisor::WorkerLaunch;
 
 /// The worker package, embedded so the binary alone is enough to run an app.
 const WORKER_ASSETS: &[Asset] = &[
@@ -55,13 +57,6 @@ const WORKER_ASSETS: &[Asset] = &[
 ];
 const WORKER_LOCK: &str = include_str!("../worker/requirements.lock");
 
-/// Restart backoff for a worker slot: doubles from the first value up to the cap.
-const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
-/// How long to wait for a worker whose stream closed to exit too.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
-/// A slot that fails this many times within the window stops restarting (crash loop).
-const CRASH_LOOP: (u32, Duration) = (5, Duration::from_secs(300));
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -79,31 +74,10 @@ pub enum ServeError {
     Catalog(#[from] CatalogError),
     #[error("no worker could start: {0}")]
     NoWorker(StartError),
-}
-
-/// Why one worker did not become ready.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Spawn(#[from] SupervisorError),
-    #[error("worker {worker} exited during start-up ({status})")]
-    Exited { worker: String, status: String },
-    #[error("worker {worker} did not connect within {timeout:?}")]
-    ConnectTimeout { worker: String, timeout: Duration },
-    #[error(transparent)]
-    Rpc(#[from] RpcError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-}
-
-/// What every worker start needs.
-struct Workers {
-    launch: WorkerLaunch,
-    rpc: RpcServer,
-    pool: Arc<Pool>,
-    catalog: Arc<OnceLock<Catalog>>,
-    route_prefix: String,
-    startup_timeout: Duration,
+    #[error("every worker slot crash-looped; no worker can run")]
+    AllSlotsFailed,
+    #[error("second shutdown signal: exited without waiting for requests in flight")]
+    Interrupted,
 }
 
 pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
@@ -144,8 +118,19 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         keys,
         body_limit: config.body_limit,
         startup_timeout: config.startup_timeout,
+        admission: Admission::new(
+            config.host.max_concurrent_requests,
+            config.host.outstanding_cap(),
+        ),
+        function_timeout: config.host.function_timeout,
     });
-    let _http = AbortOnDrop(tokio::spawn(crate::http::serve(listener, dispatcher)));
+    let (drain, drain_rx) = watch::channel(false);
+    let mut http = AbortOnDrop(tokio::spawn(crate::http::serve(
+        listener,
+        dispatcher,
+        HttpLimits::default(),
+        drain_rx,
+    )));
 
     let (major, minor, _) = python.version;
     let workers = Arc::new(Workers {
@@ -162,6 +147,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         catalog,
         route_prefix: config.host.route_prefix.clone(),
         startup_timeout: config.startup_timeout,
+        function_timeout: config.host.function_timeout,
     });
 
     // Start every slot at once; the app is served as soon as the first is ready.
@@ -171,14 +157,14 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         starts.spawn(async move { (slot, workers.start().await) });
     }
     let mut slots = JoinSet::new();
-    let mut first_error = None;
+    let mut fatal = None;
     let mut started = 0;
     while let Some(joined) = starts.join_next().await {
         let Ok((slot, result)) = joined else { continue };
-        let process = match result {
-            Ok(process) => {
+        let running = match result {
+            Ok(running) => {
                 started += 1;
-                Some(process)
+                Some(running)
             }
             Err(StartError::Catalog(e)) => {
                 pool.fail_startup();
@@ -186,104 +172,42 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
             }
             Err(e) => {
                 error!(slot, error = %e, "worker failed to start");
-                first_error.get_or_insert(e);
+                if !e.is_app_failure() {
+                    fatal.get_or_insert(e);
+                }
                 None
             }
         };
-        slots.spawn(workers.clone().supervise(slot, process));
+        slots.spawn(workers.clone().supervise(slot, running));
     }
     if started == 0 {
+        // Requests get 503 at once instead of waiting out the start-up timeout.
         pool.fail_startup();
-        if let Some(e) = first_error {
+        // A worker that cannot run at all will not run on retry; an app that raised
+        // while loading might (a file fixed, a dependency back): keep serving 503s.
+        if let Some(e) = fatal {
             return Err(ServeError::NoWorker(e));
         }
     }
 
-    shutdown_signal().await;
-    info!("shutting down");
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = all_done(&mut slots) => return Err(ServeError::AllSlotsFailed),
+    }
+    info!(grace = ?config.drain_grace, "draining");
+    let _ = drain.send(true);
+    tokio::select! {
+        _ = &mut http.0 => info!("drained"),
+        _ = tokio::time::sleep(config.drain_grace) => warn!("drain grace period over; exiting with requests in flight"),
+        _ = shutdown_signal() => return Err(ServeError::Interrupted),
+    }
     slots.abort_all();
     Ok(())
 }
 
-impl Workers {
-    /// Launches one worker and runs its start-up handshake; it is in the pool on success.
-    async fn start(&self) -> Result<WorkerProcess, StartError> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let connection = self.rpc.expect(&id);
-        let mut process = self.launch.spawn(&id, self.rpc.addr().port())?;
-        let exited = |status: std::io::Result<std::process::ExitStatus>| StartError::Exited {
-            worker: id.clone(),
-            status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
-        };
-        let connection = tokio::select! {
-            conn = tokio::time::timeout(self.startup_timeout, connection) => match conn {
-                Ok(Ok(conn)) => conn,
-                _ => {
-                    self.rpc.forget(&id);
-                    return Err(StartError::ConnectTimeout { worker: id.clone(), timeout: self.startup_timeout });
-                }
-            },
-            status = process.exited() => {
-                self.rpc.forget(&id);
-                return Err(exited(status));
-            }
-        };
-        let handshake = Handshake {
-            worker_id: &id,
-            app_dir: &self.launch.app_dir,
-            worker_dir: &self.launch.worker_dir,
-            host_version: env!("CARGO_PKG_VERSION"),
-            step_timeout: self.startup_timeout,
-        };
-        let (session, functions) = tokio::select! {
-            started = Session::start(connection, handshake) => match started {
-                Ok(started) => started,
-                // A dying worker closes its stream first; report the exit, which says why.
-                Err(e) => match tokio::time::timeout(EXIT_GRACE, process.exited()).await {
-                    Ok(status) => return Err(exited(status)),
-                    Err(_) => return Err(e.into()),
-                },
-            },
-            status = process.exited() => return Err(exited(status)),
-        };
-        if self.catalog.get().is_none() {
-            let built = Catalog::build(&self.route_prefix, &functions)?;
-            let names: Vec<&str> = built.functions.iter().map(|f| &*f.name).collect();
-            info!(functions = ?names, "functions indexed");
-            let _ = self.catalog.set(built);
-        }
-        self.pool.add(session);
-        info!(worker = %id, pid = process.child.id().unwrap_or(0), functions = functions.len(), "worker ready");
-        Ok(process)
-    }
-
-    /// Keeps one slot running: restarts its worker with backoff when it exits, and
-    /// gives up on the slot (logging why) when it crash-loops.
-    async fn supervise(self: Arc<Self>, slot: usize, mut process: Option<WorkerProcess>) {
-        let mut failures: Vec<Instant> = Vec::new();
-        let mut backoff = RESTART_BACKOFF.0;
-        loop {
-            if let Some(mut running) = process.take() {
-                let status = running.exited().await;
-                self.pool.remove(&running.id);
-                warn!(slot, worker = %running.id, status = ?status, "worker exited");
-                backoff = RESTART_BACKOFF.0;
-            }
-            let now = Instant::now();
-            failures.retain(|t| now.duration_since(*t) < CRASH_LOOP.1);
-            failures.push(now);
-            if failures.len() as u32 >= CRASH_LOOP.0 {
-                error!(slot, failures = failures.len(), window = ?CRASH_LOOP.1, "worker keeps failing; slot stopped");
-                return;
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(RESTART_BACKOFF.1);
-            match self.start().await {
-                Ok(started) => process = Some(started),
-                Err(e) => error!(slot, error = %e, "worker failed to start"),
-            }
-        }
-    }
+/// Resolves once every task in the set has finished.
+async fn all_done(set: &mut JoinSet<()>) {
+    while set.join_next().await.is_some() {}
 }
 
 /// Aborts a background task when the owner goes away.

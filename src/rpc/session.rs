@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tonic::{Status, Streaming};
 use tracing::{debug, error, info, warn};
 
@@ -19,13 +19,15 @@ use crate::proto::streaming_message::Content;
 use crate::proto::{
     FunctionLoadRequest, FunctionsMetadataRequest, InvocationRequest, InvocationResponse,
     ParameterBinding, RpcFunctionMetadata, RpcLog, StatusResult, StreamingMessage,
-    WorkerInitRequest,
+    WorkerInitRequest, WorkerStatusRequest,
 };
 
 /// A function as the worker indexed it.
 pub type FunctionMeta = RpcFunctionMetadata;
 
 type Pending = Mutex<HashMap<String, PendingInvocation>>;
+/// WorkerStatus pings awaiting their response, by `StreamingMessage.request_id`.
+type Pings = Mutex<HashMap<String, oneshot::Sender<()>>>;
 
 struct PendingInvocation {
     function: Arc<str>,
@@ -42,7 +44,13 @@ pub struct Session {
     /// cached load exception.
     load_errors: HashMap<String, String>,
     pending: Arc<Pending>,
+    pings: Arc<Pings>,
+    /// The worker advertised the `WorkerStatus` capability, so pings get answers.
+    answers_pings: bool,
     closed: Arc<AtomicBool>,
+    /// Set when Sluice wants this worker replaced (function timeout, failed pings).
+    recycle: Mutex<Option<&'static str>>,
+    recycle_requested: Notify,
 }
 
 /// Why one invocation produced no response.
@@ -102,6 +110,7 @@ impl Session {
             unreachable_reply(&worker)?
         };
         check(&worker, "to initialise", init.result.as_ref())?;
+        let answers_pings = init.capabilities.contains_key("WorkerStatus");
         if let Some(meta) = &init.worker_metadata {
             let props = &meta.custom_properties;
             info!(
@@ -161,11 +170,13 @@ impl Session {
         }
 
         let pending: Arc<Pending> = Arc::default();
+        let pings: Arc<Pings> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(read_loop(
             worker.clone(),
             inbound,
             pending.clone(),
+            pings.clone(),
             closed.clone(),
         ));
         let session = Session {
@@ -174,7 +185,11 @@ impl Session {
             function_ids,
             load_errors,
             pending,
+            pings,
+            answers_pings,
             closed,
+            recycle: Mutex::new(None),
+            recycle_requested: Notify::new(),
         };
         Ok((Arc::new(session), functions))
     }
@@ -185,6 +200,69 @@ impl Session {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Open and not due for replacement: may take new invocations.
+    pub fn is_available(&self) -> bool {
+        !self.is_closed() && !self.is_recycling()
+    }
+
+    /// Invocations sent and not yet answered (or abandoned).
+    pub fn in_flight(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Asks the supervisor to replace this worker; the first reason wins.
+    pub fn request_recycle(&self, reason: &'static str) {
+        let mut slot = self.recycle.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(reason);
+            self.recycle_requested.notify_one();
+        }
+    }
+
+    /// A worker due for replacement takes no new invocations.
+    pub fn is_recycling(&self) -> bool {
+        self.recycle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Resolves with the reason once a recycle was requested.
+    pub async fn recycle_requested(&self) -> &'static str {
+        loop {
+            let notified = self.recycle_requested.notified();
+            if let Some(reason) = *self.recycle.lock().unwrap_or_else(|e| e.into_inner()) {
+                return reason;
+            }
+            notified.await;
+        }
+    }
+
+    /// One WorkerStatus round trip. `true` when the worker answered in time, or when it
+    /// does not take pings (then there is nothing to learn from them).
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        if !self.answers_pings {
+            return true;
+        }
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = oneshot::channel();
+        self.pings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(request_id.clone(), tx);
+        let message = StreamingMessage {
+            request_id: request_id.clone(),
+            content: Some(Content::WorkerStatusRequest(WorkerStatusRequest {})),
+        };
+        let answered = self.outbound.send(Ok(message)).await.is_ok()
+            && matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())));
+        self.pings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&request_id);
+        answered
     }
 
     /// Sends one InvocationRequest and waits for its response.
@@ -231,14 +309,33 @@ impl Session {
                 ..Default::default()
             })),
         };
+        // From here on, a caller that goes away (client disconnect, timeout) must not
+        // leave its entry behind: the guard removes it when this future is dropped.
+        let _guard = PendingGuard {
+            pending: &self.pending,
+            invocation_id: &invocation_id,
+        };
         if self.outbound.send(Ok(message)).await.is_err() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&invocation_id);
             return Err(gone());
         }
         rx.await.map_err(|_| gone())
+    }
+}
+
+/// Removes an invocation's pending entry when its caller stops waiting. The worker
+/// cannot be told (Python workers do not take InvocationCancel); a late response is
+/// then dropped as unknown.
+struct PendingGuard<'a> {
+    pending: &'a Pending,
+    invocation_id: &'a str,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.invocation_id);
     }
 }
 
@@ -340,6 +437,7 @@ async fn read_loop(
     worker: String,
     mut inbound: Streaming<StreamingMessage>,
     pending: Arc<Pending>,
+    pings: Arc<Pings>,
     closed: Arc<AtomicBool>,
 ) {
     loop {
@@ -374,11 +472,22 @@ async fn read_loop(
                     .map(|p| p.function.clone());
                 print_log(&worker, function.as_deref(), &log);
             }
+            Some(Content::WorkerStatusResponse(_)) => {
+                let waiter = pings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&message.request_id);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(());
+                }
+            }
             Some(other) => debug!(worker = %worker, message = content_name(&other), "ignored"),
             None => {}
         }
     }
-    // Dropping the senders answers every waiting invocation with WorkerGone.
+    // Dropping the senders answers every waiting invocation with WorkerGone, and every
+    // waiting ping with a miss.
+    pings.lock().unwrap_or_else(|e| e.into_inner()).clear();
     let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
     closed.store(true, Ordering::Release);
     let lost = pending.len();

@@ -1,0 +1,221 @@
+//! Worker slots: start one worker (launch → connect → handshake → ready in the pool),
+//! watch it (exit, health pings, recycle requests), replace it — at once when Sluice
+//! recycles it on purpose, with backoff after a crash — and give a crash-looping slot
+//! up. Wiring-level: it knows the supervisor, the rpc sessions, the pool and the catalog.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::functions::{Catalog, CatalogError};
+use crate::pool::Pool;
+use crate::rpc::session::Handshake;
+use crate::rpc::{RpcError, RpcServer, Session};
+use crate::supervisor::{SupervisorError, WorkerLaunch, WorkerProcess};
+
+/// Restart backoff for a slot: doubles from the first value up to the cap.
+const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+/// A slot that fails this many times within the window stops restarting (crash loop).
+const CRASH_LOOP: (usize, Duration) = (5, Duration::from_secs(300));
+/// How long to wait for a worker whose stream closed to exit too.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// WorkerStatus health pings: how often, how long to wait, how many misses mean stuck.
+const PING_EVERY: Duration = Duration::from_secs(10);
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+const PINGS_MISSED: u32 = 2;
+/// Recycling waits at most this long for a worker's other invocations to finish.
+const RECYCLE_WAIT_CAP: Duration = Duration::from_secs(300);
+
+/// Why one worker did not become ready.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Spawn(#[from] SupervisorError),
+    #[error("worker {worker} exited during start-up ({status})")]
+    Exited { worker: String, status: String },
+    #[error("worker {worker} did not connect within {timeout:?}")]
+    ConnectTimeout { worker: String, timeout: Duration },
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl StartError {
+    /// The app itself failed (its code raised while loading), as opposed to a worker
+    /// that cannot run at all. Sluice keeps serving (503s) and retrying on app failures.
+    pub fn is_app_failure(&self) -> bool {
+        matches!(self, StartError::Rpc(RpcError::Failed { .. }))
+    }
+}
+
+/// A ready worker: its process and its stream.
+pub struct Running {
+    process: WorkerProcess,
+    session: Arc<Session>,
+}
+
+/// What every worker start needs.
+pub struct Workers {
+    pub launch: WorkerLaunch,
+    pub rpc: RpcServer,
+    pub pool: Arc<Pool>,
+    pub catalog: Arc<OnceLock<Catalog>>,
+    pub route_prefix: String,
+    pub startup_timeout: Duration,
+    /// host.json functionTimeout: bounds how long a recycle waits for other invocations.
+    pub function_timeout: Option<Duration>,
+}
+
+enum Ended {
+    Exited(String),
+    Recycle(&'static str),
+}
+
+impl Workers {
+    /// Launches one worker and runs its start-up handshake; it is in the pool on success.
+    pub async fn start(&self) -> Result<Running, StartError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let connection = self.rpc.expect(&id);
+        let mut process = self.launch.spawn(&id, self.rpc.addr().port())?;
+        let exited = |status: std::io::Result<std::process::ExitStatus>| StartError::Exited {
+            worker: id.clone(),
+            status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+        };
+        let connection = tokio::select! {
+            conn = tokio::time::timeout(self.startup_timeout, connection) => match conn {
+                Ok(Ok(conn)) => conn,
+                _ => {
+                    self.rpc.forget(&id);
+                    return Err(StartError::ConnectTimeout { worker: id.clone(), timeout: self.startup_timeout });
+                }
+            },
+            status = process.exited() => {
+                self.rpc.forget(&id);
+                return Err(exited(status));
+            }
+        };
+        let handshake = Handshake {
+            worker_id: &id,
+            app_dir: &self.launch.app_dir,
+            worker_dir: &self.launch.worker_dir,
+            host_version: env!("CARGO_PKG_VERSION"),
+            step_timeout: self.startup_timeout,
+        };
+        let (session, functions) = tokio::select! {
+            started = Session::start(connection, handshake) => match started {
+                Ok(started) => started,
+                // A dying worker closes its stream first; report the exit, which says why.
+                Err(e) => match tokio::time::timeout(EXIT_GRACE, process.exited()).await {
+                    Ok(status) => return Err(exited(status)),
+                    Err(_) => return Err(e.into()),
+                },
+            },
+            status = process.exited() => return Err(exited(status)),
+        };
+        if self.catalog.get().is_none() {
+            let built = Catalog::build(&self.route_prefix, &functions)?;
+            let names: Vec<&str> = built.functions.iter().map(|f| &*f.name).collect();
+            info!(functions = ?names, "functions indexed");
+            let _ = self.catalog.set(built);
+        }
+        self.pool.add(session.clone());
+        info!(worker = %id, pid = process.child.id().unwrap_or(0), functions = functions.len(), "worker ready");
+        Ok(Running { process, session })
+    }
+
+    /// Keeps one slot running until it crash-loops; returns when the slot is given up.
+    pub async fn supervise(self: Arc<Self>, slot: usize, mut running: Option<Running>) {
+        let mut failures: Vec<Instant> = Vec::new();
+        let mut backoff = RESTART_BACKOFF.0;
+        loop {
+            if let Some(Running {
+                mut process,
+                session,
+            }) = running.take()
+            {
+                let ended = watch(&mut process, &session).await;
+                self.pool.remove(&process.id);
+                match ended {
+                    Ended::Recycle(reason) => {
+                        self.retire(&mut process, &session, reason).await;
+                        // A deliberate replacement: start the new worker at once.
+                        match self.start().await {
+                            Ok(started) => {
+                                running = Some(started);
+                                continue;
+                            }
+                            Err(e) => error!(slot, error = %e, "worker failed to start"),
+                        }
+                    }
+                    Ended::Exited(status) => {
+                        warn!(slot, worker = %process.id, %status, "worker exited");
+                        backoff = RESTART_BACKOFF.0;
+                    }
+                }
+            }
+            let now = Instant::now();
+            failures.retain(|t| now.duration_since(*t) < CRASH_LOOP.1);
+            failures.push(now);
+            if failures.len() >= CRASH_LOOP.0 {
+                error!(slot, failures = failures.len(), window = ?CRASH_LOOP.1, "worker keeps failing; slot stopped");
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RESTART_BACKOFF.1);
+            match self.start().await {
+                Ok(started) => running = Some(started),
+                Err(e) => error!(slot, error = %e, "worker failed to start"),
+            }
+        }
+    }
+
+    /// Replaces a worker on purpose: it already takes no new invocations; its other
+    /// invocations get time to finish (bounded), then the process is killed.
+    async fn retire(&self, process: &mut WorkerProcess, session: &Session, reason: &'static str) {
+        let wait = match reason {
+            // A worker that ignores pings will not finish anything either.
+            STUCK => Duration::ZERO,
+            _ => self
+                .function_timeout
+                .unwrap_or(RECYCLE_WAIT_CAP)
+                .min(RECYCLE_WAIT_CAP),
+        };
+        let deadline = Instant::now() + wait;
+        while session.in_flight() > 0 && !session.is_closed() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = process.child.start_kill();
+        let _ = process.exited().await;
+        info!(worker = %process.id, reason, "worker recycled");
+    }
+}
+
+const STUCK: &str = "stopped answering health pings";
+
+/// Waits until the worker exits or Sluice wants it replaced; pings it meanwhile.
+async fn watch(process: &mut WorkerProcess, session: &Session) -> Ended {
+    let mut ticker = tokio::time::interval(PING_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut missed = 0;
+    loop {
+        tokio::select! {
+            status = process.exited() => {
+                return Ended::Exited(status.map_or_else(|e| e.to_string(), |s| s.to_string()));
+            }
+            reason = session.recycle_requested() => return Ended::Recycle(reason),
+            _ = ticker.tick() => {
+                if session.ping(PING_TIMEOUT).await {
+                    missed = 0;
+                } else if !session.is_closed() {
+                    missed += 1;
+                    if missed >= PINGS_MISSED {
+                        session.request_recycle(STUCK);
+                    }
+                }
+            }
+        }
+    }
+}
