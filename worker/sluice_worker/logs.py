@@ -3,6 +3,7 @@ invocation they belong to. The invocation id comes from the runtime's context va
 (set for sync and async functions alike) or, failing that, from our own."""
 import contextvars
 import logging
+import os
 import traceback
 
 from .protos import protos
@@ -25,6 +26,19 @@ def _rpc_level(levelno: int) -> int:
         if levelno >= threshold:
             return level
     return protos.RpcLog.Trace
+
+
+def quiet_system_loggers() -> None:
+    """The runtime logs every invocation at INFO ("Function name: …"); Sluice prints
+    system records below WARNING only at debug level, so unless debug logging is asked
+    for (PYTHON_ENABLE_DEBUG_LOGGING, as on the platform, or SLUICE_LOG mentioning
+    debug), such records are not even created."""
+    if os.environ.get("PYTHON_ENABLE_DEBUG_LOGGING", "").lower() in ("1", "true"):
+        return
+    if "debug" in os.environ.get("SLUICE_LOG", "").lower():
+        return
+    for name in ("azure.functions", "azure_functions_worker", "sluice_worker"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class RpcLogHandler(logging.Handler):

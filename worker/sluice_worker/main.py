@@ -34,19 +34,13 @@ def parse_args(argv):
 async def serve(args) -> int:
     loop = asyncio.get_running_loop()
     transport = Transport(args.host, args.port, args.max_message_length)
-    closed: asyncio.Future = loop.create_future()
     handler = logs.RpcLogHandler(transport.send)
     dispatcher = Dispatcher(loop, transport.send, args.host, handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-
-    def on_closed(error):
-        loop.call_soon_threadsafe(lambda: closed.done() or closed.set_result(error))
-
-    transport.start(args.worker_id, CONNECT_TIMEOUT_S,
-                    lambda m: loop.call_soon_threadsafe(dispatcher.on_message, m), on_closed)
-    error = await closed
+    logs.quiet_system_loggers()
+    error = await transport.run(args.worker_id, CONNECT_TIMEOUT_S, dispatcher.on_message)
     if error is not None:
         print(f"sluice worker: stream closed: {error}", file=sys.stderr, flush=True)
     return 0
