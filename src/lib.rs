@@ -4,6 +4,7 @@
 //! - [`config`]: command line + environment + host.json → one validated [`config::ServeConfig`].
 //! - [`serve`]: wires everything together and keeps the worker slots running.
 //! - [`functions`]: the indexed HTTP functions and their routing table.
+//! - [`app`]: host-side indexing of v1 apps (`function.json` folders).
 //! - [`python`]: finding a Python ≥ 3.13, building the worker's private environment,
 //!   installing the app's requirements.
 //! - [`http`]: the hyper front end: accepts connections, hands each request to [`dispatch`].
@@ -19,6 +20,7 @@
 //! - [`proto`]: the generated wire types.
 
 pub mod admission;
+pub mod app;
 pub mod config;
 pub mod convert;
 pub mod dispatch;

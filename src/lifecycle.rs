@@ -102,6 +102,9 @@ impl Workers {
             worker_dir: &self.launch.worker_dir,
             host_version: env!("CARGO_PKG_VERSION"),
             step_timeout: self.startup_timeout,
+            host_index: &|| {
+                crate::app::index_function_json(&self.launch.app_dir).map_err(|e| e.to_string())
+            },
         };
         let (session, functions) = tokio::select! {
             started = Session::start(connection, handshake) => match started {

@@ -72,6 +72,8 @@ pub struct Handshake<'a> {
     pub host_version: &'a str,
     /// Deadline for each start-up step (platform: init 2 min for Python, metadata 1 min).
     pub step_timeout: Duration,
+    /// Host-side indexing, used when the worker leaves indexing to the host (v1 apps).
+    pub host_index: &'a (dyn Fn() -> Result<Vec<FunctionMeta>, String> + Sync),
 }
 
 impl Session {
@@ -135,16 +137,15 @@ impl Session {
             unreachable_reply(&worker)?
         };
         check(&worker, "to index the app", metadata.result.as_ref())?;
-        if metadata.use_default_metadata_indexing {
-            return Err(RpcError::Failed {
-                worker,
-                stage: "to index the app",
-                message: "the worker asked for host-side indexing (function.json apps), \
-                          which this Sluice version does not support yet"
-                    .into(),
-            });
-        }
-        let functions = metadata.function_metadata_results;
+        let functions = if metadata.use_default_metadata_indexing {
+            (hs.host_index)().map_err(|message| RpcError::Failed {
+                worker: worker.clone(),
+                stage: "to index function.json folders",
+                message,
+            })?
+        } else {
+            metadata.function_metadata_results
+        };
 
         let mut function_ids = HashMap::new();
         let mut load_errors = HashMap::new();
