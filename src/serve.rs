@@ -70,7 +70,7 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("the app's functions cannot be routed: {0}")]
+    #[error("the app's functions cannot be routed")]
     Catalog(#[from] CatalogError),
     #[error("no worker could start: {0}")]
     NoWorker(StartError),

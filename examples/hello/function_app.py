@@ -100,3 +100,13 @@ def admin_only(req: func.HttpRequest) -> str:
 @app.route(route="whoami", methods=["GET"])
 def whoami(req: func.HttpRequest) -> str:
     return str(os.getpid())
+
+
+@app.route(route="whichruntime", methods=["GET"])
+def runtime(req: func.HttpRequest) -> func.HttpResponse:
+    """Which platform runtime library runs this app, and which copy (see the README)."""
+    import sys
+
+    module = sys.modules["azure_functions_runtime"]
+    body = {"package": "azure-functions-runtime", "version": module.version.VERSION, "file": module.__file__}
+    return func.HttpResponse(json.dumps(body), mimetype="application/json")

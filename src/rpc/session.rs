@@ -114,15 +114,22 @@ impl Session {
         check(&worker, "to initialise", init.result.as_ref())?;
         let answers_pings = init.capabilities.contains_key("WorkerStatus");
         if let Some(meta) = &init.worker_metadata {
-            let props = &meta.custom_properties;
+            let prop = |key: &str| meta.custom_properties.get(key).map_or("?", String::as_str);
+            let (runtime, version) = (
+                prop("sluice.runtime.package"),
+                prop("sluice.runtime.version"),
+            );
             info!(
                 worker = %worker,
                 python = %meta.runtime_version,
-                runtime = props.get("sluice.runtime.package").map_or("?", String::as_str),
-                runtime_version = props.get("sluice.runtime.version").map_or("?", String::as_str),
-                source = props.get("sluice.runtime.source").map_or("?", String::as_str),
+                runtime,
+                runtime_version = version,
+                source = prop("sluice.runtime.source"),
                 "worker initialised"
             );
+            if is_prerelease(version) {
+                warn!(worker = %worker, runtime, version, "the app pins a pre-release of the runtime library");
+            }
         }
 
         let reply = steps
@@ -393,6 +400,18 @@ impl Steps<'_> {
     }
 }
 
+/// PEP 440 pre-release or development version (`1.1.0b4`, `1.0.0rc1`, `1.0.0.dev0`).
+pub fn is_prerelease(version: &str) -> bool {
+    let v = version.to_ascii_lowercase();
+    v.contains("dev")
+        || v.contains("rc")
+        || v.char_indices().any(|(i, c)| {
+            (c == 'a' || c == 'b')
+                && v[..i].ends_with(|p: char| p.is_ascii_digit())
+                && v[i + 1..].starts_with(|n: char| n.is_ascii_digit())
+        })
+}
+
 fn unreachable_reply<T>(worker: &str) -> Result<T, RpcError> {
     Err(RpcError::Protocol {
         worker: worker.to_owned(),
@@ -528,5 +547,26 @@ fn print_log(worker: &str, function: Option<&str>, log: &RpcLog) {
         Level::Warning => emit!(warn),
         Level::Information if !system => emit!(info),
         _ => emit!(debug),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_prerelease;
+
+    #[test]
+    fn pre_releases_are_recognised() {
+        for v in [
+            "1.1.0b4",
+            "1.0.0a1",
+            "1.0.0rc2",
+            "1.0.0.dev0",
+            "1.1.0b4.dev1",
+        ] {
+            assert!(is_prerelease(v), "{v}");
+        }
+        for v in ["1.2.1", "1.3.0", "10.0.0", "?"] {
+            assert!(!is_prerelease(v), "{v}");
+        }
     }
 }
