@@ -25,6 +25,31 @@ pub struct Cli {
 pub enum Command {
     /// Serve the function app in APP_DIR.
     Serve(ServeArgs),
+    /// Resolve everything `serve` would (Python, runtime, functions, routes) and report it.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The function app directory.
+    pub app_dir: PathBuf,
+    /// Python ≥ 3.13 interpreter (also SLUICE_PYTHON).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
+impl From<CheckArgs> for ServeArgs {
+    fn from(args: CheckArgs) -> ServeArgs {
+        ServeArgs {
+            app_dir: args.app_dir,
+            port: 0,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            workers: Some(1),
+            python: args.python,
+            secrets_file: None,
+            drain_grace: None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,10 @@ pub struct FunctionInfo {
     /// Name of the trigger binding: the invocation's first input is sent under it.
     pub trigger_param: String,
     pub output: HttpOutput,
+    /// For display (`sluice check`): the route template as declared, methods, auth level.
+    pub route: String,
+    pub methods: Vec<http::Method>,
+    pub auth: AuthLevel,
 }
 
 /// Where the function's HTTP response travels back.
@@ -116,27 +120,38 @@ impl Catalog {
                     source,
                 })?,
             };
-            let methods = trigger
+            let methods: Vec<http::Method> = trigger
                 .methods
                 .iter()
                 .flatten()
                 .filter_map(|m| http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
                 .collect();
-            specs.push(RouteSpec {
-                function: meta.name.clone(),
-                route: trigger.route.clone().filter(|r| !r.is_empty()),
-                methods,
-                auth,
-            });
+            let route = trigger.route.clone().filter(|r| !r.is_empty());
             functions.push(FunctionInfo {
                 name: Arc::from(meta.name.as_str()),
                 trigger_param: trigger.name.clone(),
                 output,
+                route: full_route(route_prefix, route.as_deref().unwrap_or(&meta.name)),
+                methods: methods.clone(),
+                auth,
+            });
+            specs.push(RouteSpec {
+                function: meta.name.clone(),
+                route,
+                methods,
+                auth,
             });
         }
         let router = Router::new(route_prefix, specs)?;
         Ok(Catalog { router, functions })
     }
+}
+
+/// `/<prefix>/<route>` as a caller would write it.
+fn full_route(prefix: &str, route: &str) -> String {
+    let parts = [prefix.trim_matches('/'), route.trim_matches('/')];
+    let joined: Vec<&str> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+    format!("/{}", joined.join("/"))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //!
 //! Layout (requests flow down, results return up as values):
 //! - [`config`]: command line + environment + host.json → one validated [`config::ServeConfig`].
+//! - [`check`]: `sluice check`: starts one worker and reports what serve would run.
 //! - [`serve`]: wires everything together and keeps the worker slots running.
 //! - [`functions`]: the indexed HTTP functions and their routing table.
 //! - [`app`]: host-side indexing of v1 apps (`function.json` folders).
@@ -21,6 +22,7 @@
 
 pub mod admission;
 pub mod app;
+pub mod check;
 pub mod config;
 pub mod convert;
 pub mod dispatch;

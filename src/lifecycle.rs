@@ -52,8 +52,8 @@ impl StartError {
 
 /// A ready worker: its process and its stream.
 pub struct Running {
-    process: WorkerProcess,
-    session: Arc<Session>,
+    pub process: WorkerProcess,
+    pub session: Arc<Session>,
 }
 
 /// What every worker start needs.
@@ -110,10 +110,13 @@ impl Workers {
             started = Session::start(connection, handshake) => match started {
                 Ok(started) => started,
                 // A dying worker closes its stream first; report the exit, which says why.
-                Err(e) => match tokio::time::timeout(EXIT_GRACE, process.exited()).await {
-                    Ok(status) => return Err(exited(status)),
-                    Err(_) => return Err(e.into()),
-                },
+                Err(e @ RpcError::StreamClosed { .. }) => {
+                    match tokio::time::timeout(EXIT_GRACE, process.exited()).await {
+                        Ok(status) => return Err(exited(status)),
+                        Err(_) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
             },
             status = process.exited() => return Err(exited(status)),
         };

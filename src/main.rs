@@ -15,22 +15,40 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let env = |k: &str| std::env::var(k).ok();
     let result = match cli.command {
-        Command::Serve(args) => ServeConfig::resolve(args, &|k| std::env::var(k).ok())
+        Command::Serve(args) => ServeConfig::resolve(args, &env)
             .map_err(anyhow::Error::from)
             .and_then(|config| {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()?
+                runtime()?
                     .block_on(sluice::serve::run(config))
-                    .map_err(anyhow::Error::from)
+                    .map_err(Into::into)
+            })
+            .map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => ServeConfig::resolve(args.into(), &env)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| {
+                runtime()?
+                    .block_on(sluice::check::run(config))
+                    .map_err(Into::into)
+            })
+            .map(|report| {
+                print!("{}", report.text);
+                if report.valid {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
             }),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    result.unwrap_or_else(|error| {
+        tracing::error!("{error:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }

@@ -80,7 +80,15 @@ pub enum ServeError {
     Interrupted,
 }
 
-pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
+/// What both `serve` and `check` resolve before any worker starts.
+pub struct Prepared {
+    pub python: python::PythonInfo,
+    pub launch: WorkerLaunch,
+}
+
+/// Finds Python, builds (or reuses) the worker's environment, installs the app's
+/// requirements when needed.
+pub async fn prepare(config: &ServeConfig) -> Result<Prepared, ServeError> {
     let env = |k: &str| std::env::var(k).ok();
     let python = python::find_python(config.python.as_deref(), &env).await?;
     info!(python = %python.path.display(), version = %python.version_string(), "using Python");
@@ -92,6 +100,40 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     )
     .await?;
     let app_site = python::ensure_app_packages(&python, &config.app_dir).await?;
+    let (major, minor, _) = python.version;
+    let launch = WorkerLaunch {
+        python: python.path.clone(),
+        worker_dir: worker_env.worker_dir.clone(),
+        app_dir: config.app_dir.clone(),
+        worker_site: worker_env.site_packages.clone(),
+        app_site,
+        python_version: format!("{major}.{minor}"),
+    };
+    Ok(Prepared { python, launch })
+}
+
+impl Workers {
+    /// Everything a worker start needs, for this config.
+    pub fn new(
+        config: &ServeConfig,
+        launch: WorkerLaunch,
+        rpc: RpcServer,
+        pool: Arc<Pool>,
+    ) -> Workers {
+        Workers {
+            launch,
+            rpc,
+            pool,
+            catalog: Arc::new(OnceLock::new()),
+            route_prefix: config.host.route_prefix.clone(),
+            startup_timeout: config.startup_timeout,
+            function_timeout: config.host.function_timeout,
+        }
+    }
+}
+
+pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
+    let Prepared { launch, .. } = prepare(&config).await?;
     let keys = match &config.secrets_file {
         Some(path) => KeyStore::load(path)?,
         None => KeyStore::default(),
@@ -111,10 +153,10 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     info!(%addr, app = %config.app_dir.display(), workers = config.workers.get(), "listening");
 
     let pool = Arc::new(Pool::default());
-    let catalog = Arc::new(OnceLock::new());
+    let workers = Arc::new(Workers::new(&config, launch, rpc, pool.clone()));
     let dispatcher = Arc::new(Dispatcher {
         pool: pool.clone(),
-        catalog: catalog.clone(),
+        catalog: workers.catalog.clone(),
         keys,
         body_limit: config.body_limit,
         startup_timeout: config.startup_timeout,
@@ -131,24 +173,6 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         HttpLimits::default(),
         drain_rx,
     )));
-
-    let (major, minor, _) = python.version;
-    let workers = Arc::new(Workers {
-        launch: WorkerLaunch {
-            python: python.path.clone(),
-            worker_dir: worker_env.worker_dir.clone(),
-            app_dir: config.app_dir.clone(),
-            worker_site: worker_env.site_packages.clone(),
-            app_site,
-            python_version: format!("{major}.{minor}"),
-        },
-        rpc,
-        pool: pool.clone(),
-        catalog,
-        route_prefix: config.host.route_prefix.clone(),
-        startup_timeout: config.startup_timeout,
-        function_timeout: config.host.function_timeout,
-    });
 
     // Start every slot at once; the app is served as soon as the first is ready.
     let mut starts = JoinSet::new();

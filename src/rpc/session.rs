@@ -22,6 +22,9 @@ use crate::proto::{
     WorkerInitRequest, WorkerStatusRequest,
 };
 
+/// Worker extensions are reported once per Sluice process, not once per worker.
+static WARNED_EXTENSIONS: AtomicBool = AtomicBool::new(false);
+
 /// A function as the worker indexed it.
 pub type FunctionMeta = RpcFunctionMetadata;
 
@@ -34,9 +37,40 @@ struct PendingInvocation {
     reply: oneshot::Sender<InvocationResponse>,
 }
 
+/// The runtime library a worker runs, as it reported it at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeInfo {
+    pub package: String,
+    pub version: String,
+    /// `app` (the app's own copy) or `bundled` (the worker's default).
+    pub source: String,
+    /// JSON description of registered worker extensions, if any.
+    pub extensions: Option<String>,
+}
+
+impl RuntimeInfo {
+    /// From the worker's WorkerMetadata custom properties (set by Sluice's worker; other
+    /// workers leave them out, shown as "?").
+    fn reported(meta: Option<&crate::proto::WorkerMetadata>) -> RuntimeInfo {
+        let prop = |key: &str| {
+            meta.and_then(|m| m.custom_properties.get(key))
+                .cloned()
+                .unwrap_or_else(|| "?".to_owned())
+        };
+        RuntimeInfo {
+            package: prop("sluice.runtime.package"),
+            version: prop("sluice.runtime.version"),
+            source: prop("sluice.runtime.source"),
+            extensions: meta
+                .and_then(|m| m.custom_properties.get("sluice.worker_extensions").cloned()),
+        }
+    }
+}
+
 /// A ready worker's stream.
 pub struct Session {
     worker: String,
+    runtime: RuntimeInfo,
     outbound: mpsc::Sender<Result<StreamingMessage, Status>>,
     /// Function name → this worker's function id (ids are generated per worker process).
     function_ids: HashMap<String, String>,
@@ -113,23 +147,25 @@ impl Session {
         };
         check(&worker, "to initialise", init.result.as_ref())?;
         let answers_pings = init.capabilities.contains_key("WorkerStatus");
-        if let Some(meta) = &init.worker_metadata {
-            let prop = |key: &str| meta.custom_properties.get(key).map_or("?", String::as_str);
-            let (runtime, version) = (
-                prop("sluice.runtime.package"),
-                prop("sluice.runtime.version"),
+        let runtime = RuntimeInfo::reported(init.worker_metadata.as_ref());
+        info!(
+            worker = %worker,
+            python = init.worker_metadata.as_ref().map_or("?", |m| m.runtime_version.as_str()),
+            runtime = %runtime.package,
+            runtime_version = %runtime.version,
+            source = %runtime.source,
+            "worker initialised"
+        );
+        if let Some(extensions) = &runtime.extensions
+            && !WARNED_EXTENSIONS.swap(true, Ordering::Relaxed)
+        {
+            warn!(
+                %extensions,
+                "the app registers worker extensions; they are not supported on Python 3.13+ and are ignored"
             );
-            info!(
-                worker = %worker,
-                python = %meta.runtime_version,
-                runtime,
-                runtime_version = version,
-                source = prop("sluice.runtime.source"),
-                "worker initialised"
-            );
-            if is_prerelease(version) {
-                warn!(worker = %worker, runtime, version, "the app pins a pre-release of the runtime library");
-            }
+        }
+        if is_prerelease(&runtime.version) {
+            warn!(worker = %worker, runtime = %runtime.package, version = %runtime.version, "the app pins a pre-release of the runtime library");
         }
 
         let reply = steps
@@ -189,6 +225,7 @@ impl Session {
         ));
         let session = Session {
             worker,
+            runtime,
             outbound,
             function_ids,
             load_errors,
@@ -204,6 +241,21 @@ impl Session {
 
     pub fn worker(&self) -> &str {
         &self.worker
+    }
+
+    pub fn runtime(&self) -> &RuntimeInfo {
+        &self.runtime
+    }
+
+    /// Functions that failed to load, with the worker's reason.
+    pub fn load_failures(&self) -> Vec<(&str, &str)> {
+        let mut failures: Vec<(&str, &str)> = self
+            .function_ids
+            .iter()
+            .filter_map(|(name, id)| Some((name.as_str(), self.load_errors.get(id)?.as_str())))
+            .collect();
+        failures.sort();
+        failures
     }
 
     pub fn is_closed(&self) -> bool {

@@ -52,6 +52,16 @@ def describe_runtime(module) -> dict:
     return {"sluice.runtime.package": dist, "sluice.runtime.version": version, "sluice.runtime.source": source}
 
 
+def registered_extensions() -> str:
+    """Worker extensions the app registered (azure.functions extension base classes),
+    as the SDK describes them; "" when none. The platform ignores them on 3.13+."""
+    ext = sys.modules.get("azure.functions.extension")
+    meta = getattr(ext, "ExtensionMeta", None)
+    if meta is None or not getattr(meta, "_info", None):
+        return ""
+    return meta.get_registered_extensions_json()
+
+
 def _failure(exc: BaseException):
     return protos.StatusResult(
         status=protos.StatusResult.Failure,
@@ -110,6 +120,9 @@ class Dispatcher:
             return
         response = await self._runtime.worker_init_request(self._wrap("worker_init_request", message))
         response.worker_metadata.custom_properties.update(self._runtime_info)
+        extensions = registered_extensions()
+        if extensions:
+            response.worker_metadata.custom_properties["sluice.worker_extensions"] = extensions
         if response.result.status == protos.StatusResult.Success:
             self._runtime.start_threadpool_executor()
         self._reply(message, worker_init_response=response)
