@@ -36,6 +36,9 @@ pub struct CheckArgs {
     /// Python ≥ 3.13 interpreter (also SLUICE_PYTHON).
     #[arg(long)]
     pub python: Option<PathBuf>,
+    /// Never run pip for the app.
+    #[arg(long)]
+    pub no_install: bool,
 }
 
 impl From<CheckArgs> for ServeArgs {
@@ -48,6 +51,7 @@ impl From<CheckArgs> for ServeArgs {
             python: args.python,
             secrets_file: None,
             drain_grace: None,
+            no_install: args.no_install,
         }
     }
 }
@@ -74,6 +78,9 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT (also SLUICE_DRAIN_GRACE; default 30).
     #[arg(long)]
     pub drain_grace: Option<u64>,
+    /// Never run pip for the app: a missing or outdated dependency install is an error.
+    #[arg(long)]
+    pub no_install: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +120,7 @@ pub struct ServeConfig {
     pub startup_timeout: Duration,
     /// After SIGTERM/SIGINT, how long in-flight requests may take before Sluice exits.
     pub drain_grace: Duration,
+    pub install: crate::python::Install,
 }
 
 /// Sluice's default functionTimeout (the platform's Premium/Dedicated default).
@@ -296,6 +304,11 @@ impl ServeConfig {
             body_limit,
             startup_timeout: Duration::from_secs(180),
             drain_grace: Duration::from_secs(drain_grace),
+            install: if args.no_install {
+                crate::python::Install::Never
+            } else {
+                crate::python::Install::Auto
+            },
             app_dir,
         })
     }
@@ -336,6 +349,7 @@ mod tests {
             python: None,
             secrets_file: None,
             drain_grace: None,
+            no_install: false,
         }
     }
 

@@ -1,61 +1,444 @@
 //! The public HTTP front end: accepts TCP connections (tokio, epoll) and serves
 //! HTTP/1.1 with keep-alive and HTTP/2 with prior knowledge through hyper, handing
 //! every request to the [`Dispatcher`]. Knows nothing about workers.
+//!
+//! It owns what a hostile or broken client can do to the listener: bounded connections
+//! ([`HttpLimits::max_connections`]), bounded header sections, clients that stall before
+//! their headers or sit idle, and request paths that cannot be decoded. Malformed HTTP
+//! is answered by hyper itself (400, 431, 414). It also owns the drain: on request it
+//! stops accepting and closes every connection gracefully. It must not route, read
+//! bodies or map invocation failures to statuses; that is [`crate::dispatch`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tracing::debug;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 use crate::dispatch::Dispatcher;
+
+/// hyper refuses (panics on) a smaller HTTP/1 buffer, so smaller header limits are raised to it.
+const MIN_HEADER_BUFFER: usize = 8 * 1024;
+
+/// Pause after an accept error that is not about one connection (out of file
+/// descriptors, say), so the loop does not spin until one is freed.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Limits for the public listener (a later issue makes them configurable).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest request header section (HTTP/1 request line + headers, HTTP/2 header
+    /// list). Larger is answered 431 by hyper. Default 32 KiB; at least 8 KiB.
+    pub max_header_bytes: usize,
+    /// How long a client may take to send a complete header section, counted from the
+    /// connection's start or the end of its previous response (so it also bounds HTTP/1
+    /// keep-alive idle time); the connection is then closed. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed gracefully
+    /// (HTTP/2: GOAWAY). Default 120 s.
+    pub idle_timeout: Duration,
+    /// Open connections beyond this are not accepted: they wait in the kernel's accept
+    /// backlog until one closes. Default 10 000.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 32 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Why a request path is refused before routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PathError {
+    #[error("malformed percent-encoding in the request path")]
+    BadEscape,
+    #[error("the request path does not decode to UTF-8")]
+    NotUtf8,
+}
+
+/// Request activity on one connection, for the idle timeout.
+#[derive(Debug)]
+struct Activity {
+    state: Mutex<ActivityState>,
+}
+
+#[derive(Debug)]
+struct ActivityState {
+    in_flight: usize,
+    /// When `in_flight` last dropped to zero (or the connection opened).
+    idle_since: Instant,
+    /// Whether any request has started: before the first, a client only gets
+    /// `header_read_timeout` (this also covers the HTTP/2 preface detection, which
+    /// hyper's own header timeout does not).
+    served: bool,
+}
+
+/// One request in flight on a connection; dropping it marks the request done.
+struct InFlight(Arc<Activity>);
 
 /// Binds the listener; port 0 picks a free port (read it back with `local_addr`).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Accepts connections until the task is dropped.
-#[derive(Debug, Clone, Default)]
-pub struct HttpLimits;
+/// Serves until `drain` becomes true (or its sender is dropped): then stops accepting
+/// (the listener is dropped, so new connects are refused), asks every open connection
+/// to shut down gracefully (HTTP/1: the request in flight is answered with
+/// `Connection: close`, then the connection closes; HTTP/2: GOAWAY, then the open
+/// streams finish), and returns once every connection has ended. The caller bounds
+/// that wait with its grace period.
 pub async fn serve(
     listener: TcpListener,
     dispatcher: Arc<Dispatcher>,
-    _l: HttpLimits,
-    mut drain: tokio::sync::watch::Receiver<bool>,
+    limits: HttpLimits,
+    mut drain: watch::Receiver<bool>,
 ) {
-    tokio::select! { _ = serve_inner(listener, dispatcher) => {}, _ = drain.wait_for(|d| *d) => {} }
-}
-async fn serve_inner(listener: TcpListener, dispatcher: Arc<Dispatcher>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = Arc::new(builder(&limits));
+    let max_connections = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let permits = Arc::new(Semaphore::new(max_connections));
     loop {
-        let (stream, peer) = match listener.accept().await {
+        // A permit first, then accept: beyond the limit, connections wait in the backlog.
+        let permit = tokio::select! {
+            biased;
+            _ = drain_requested(&mut drain) => break,
+            permit = permits.clone().acquire_owned() => permit,
+        };
+        // The semaphore is never closed.
+        let Ok(permit) = permit else { break };
+        let accepted = tokio::select! {
+            biased;
+            _ = drain_requested(&mut drain) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
             Ok(conn) => conn,
-            Err(error) => {
-                // Out of file descriptors and the like: keep serving the open connections.
+            Err(error) if is_connection_error(&error) => {
                 debug!(%error, "accept failed");
-                tokio::task::yield_now().await;
                 continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let dispatcher = dispatcher.clone();
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let dispatcher = dispatcher.clone();
-                async move { Ok::<_, Infallible>(dispatcher.handle(request).await) }
-            });
-            if let Err(error) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(%peer, %error, "connection ended with an error");
+            Err(error) => {
+                warn!(%error, pause = ?ACCEPT_ERROR_PAUSE, "accept failed");
+                tokio::select! {
+                    _ = drain_requested(&mut drain) => break,
+                    _ = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                }
             }
+        };
+        let connection = serve_connection(
+            stream,
+            peer,
+            builder.clone(),
+            dispatcher.clone(),
+            limits.clone(),
+            drain.clone(),
+        );
+        tokio::spawn(async move {
+            connection.await;
+            drop(permit);
         });
+    }
+    drop(listener);
+    let open = max_connections - permits.available_permits();
+    info!(connections = open, "stopped accepting; closing connections");
+    // Every connection holds one permit until it ends. `max_connections` fits in u32:
+    // tokio's MAX_PERMITS is below u32::MAX.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
+    info!("all connections closed");
+}
+
+/// The hyper connection builder for `limits`.
+fn builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
+    let header_bytes = limits.max_header_bytes.max(MIN_HEADER_BUFFER);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Serves one connection until it ends, closing it gracefully on drain or once idle.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    dispatcher: Arc<Dispatcher>,
+    limits: HttpLimits,
+    mut drain: watch::Receiver<bool>,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!(%peer, %error, "cannot set TCP_NODELAY");
+    }
+    let activity = Arc::new(Activity::new(Instant::now()));
+    let service = {
+        let activity = activity.clone();
+        let drain = drain.clone();
+        service_fn(move |request| {
+            let in_flight = activity.begin();
+            let dispatcher = dispatcher.clone();
+            let drain = drain.clone();
+            async move {
+                let response = handle(&dispatcher, request, &drain).await;
+                drop(in_flight);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let mut closing = false;
+    loop {
+        let check_at = activity
+            .idle_deadline(&limits)
+            .unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = drain_requested(&mut drain), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep_until(check_at), if !closing => {
+                if activity.idle_deadline(&limits).is_some_and(|at| at <= Instant::now()) {
+                    debug!(%peer, "closing idle connection");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// One request: the path check, then the dispatcher; while draining, HTTP/1 answers
+/// say the connection closes after them.
+async fn handle(
+    dispatcher: &Dispatcher,
+    request: Request<Incoming>,
+    drain: &watch::Receiver<bool>,
+) -> Response<Full<Bytes>> {
+    let version = request.version();
+    let mut response = match check_path(request.uri().path()) {
+        Ok(()) => dispatcher.handle(request).await,
+        Err(error) => {
+            debug!(path = %request.uri().path(), %error, "request refused");
+            bad_path(error)
+        }
+    };
+    if *drain.borrow() && matches!(version, Version::HTTP_10 | Version::HTTP_11) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Checks that every `%` in `path` starts a two-hex-digit escape and that the decoded
+/// path is UTF-8, as the route matcher and the worker both need it to be.
+pub(crate) fn check_path(path: &str) -> Result<(), PathError> {
+    let bytes = path.as_bytes();
+    let mut escapes = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'%')
+        .peekable();
+    if escapes.peek().is_none() {
+        // `http::Uri` only holds UTF-8, so an unescaped path is already valid.
+        return Ok(());
+    }
+    for (at, _) in escapes {
+        let digits = bytes.get(at + 1..at + 3).ok_or(PathError::BadEscape)?;
+        if !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Err(PathError::BadEscape);
+        }
+    }
+    percent_encoding::percent_decode(bytes)
+        .decode_utf8()
+        .map(|_| ())
+        .map_err(|_| PathError::NotUtf8)
+}
+
+/// The 400 answer for a path that cannot be decoded.
+fn bad_path(error: PathError) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(error.to_string())));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Resolves once a drain is requested, or once nobody can request one any more (the
+/// sender is gone, so the server's owner is shutting down).
+async fn drain_requested(drain: &mut watch::Receiver<bool>) {
+    let _ = drain.wait_for(|draining| *draining).await;
+}
+
+/// Accept errors that concern only the connection being accepted.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
+}
+
+impl Activity {
+    fn new(now: Instant) -> Self {
+        Self {
+            state: Mutex::new(ActivityState {
+                in_flight: 0,
+                idle_since: now,
+                served: false,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ActivityState> {
+        // The state stays consistent even if a holder panicked: every update is one step.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks a request started; the returned guard marks it done.
+    fn begin(self: &Arc<Self>) -> InFlight {
+        let mut state = self.state();
+        state.in_flight += 1;
+        state.served = true;
+        InFlight(self.clone())
+    }
+
+    fn end(&self, now: Instant) {
+        let mut state = self.state();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if state.in_flight == 0 {
+            state.idle_since = now;
+        }
+    }
+
+    /// When the connection may be closed as idle; `None` while a request is in flight.
+    fn idle_deadline(&self, limits: &HttpLimits) -> Option<Instant> {
+        let state = self.state();
+        if state.in_flight > 0 {
+            return None;
+        }
+        let limit = if state.served {
+            limits.idle_timeout
+        } else {
+            limits.header_read_timeout
+        };
+        Some(state.idle_since + limit)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_well_escaped_paths_pass() {
+        for path in [
+            "/",
+            "/api/hello",
+            "/api/a%20b",
+            "/api/%2Fslash%2f",
+            "/api/caf%C3%A9",
+            "/api/café",
+            "/api/100%25",
+        ] {
+            assert_eq!(check_path(path), Ok(()), "{path}");
+        }
+    }
+
+    #[test]
+    fn malformed_escapes_are_refused() {
+        for path in ["/api/hello%ZZ", "/api/%", "/api/%4", "/api/a%g1", "/%%41"] {
+            assert_eq!(check_path(path), Err(PathError::BadEscape), "{path}");
+        }
+    }
+
+    #[test]
+    fn escapes_that_decode_to_invalid_utf8_are_refused() {
+        for path in ["/api/%FF", "/api/%C3", "/api/%C3%28", "/api/%ED%A0%80"] {
+            assert_eq!(check_path(path), Err(PathError::NotUtf8), "{path}");
+        }
+    }
+
+    #[test]
+    fn default_limits_are_the_documented_ones() {
+        let limits = HttpLimits::default();
+        assert_eq!(limits.max_header_bytes, 32 * 1024);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(limits.max_connections, 10_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_without_requests_gets_the_header_timeout() {
+        let limits = HttpLimits::default();
+        let opened = Instant::now();
+        let activity = Arc::new(Activity::new(opened));
+        assert_eq!(
+            activity.idle_deadline(&limits),
+            Some(opened + limits.header_read_timeout)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_time_counts_from_the_end_of_the_last_request() {
+        let limits = HttpLimits::default();
+        let activity = Arc::new(Activity::new(Instant::now()));
+
+        let first = activity.begin();
+        let second = activity.begin();
+        assert_eq!(activity.idle_deadline(&limits), None, "requests in flight");
+
+        tokio::time::advance(Duration::from_secs(300)).await;
+        drop(first);
+        assert_eq!(
+            activity.idle_deadline(&limits),
+            None,
+            "one request in flight"
+        );
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(second);
+        let done = Instant::now();
+        assert_eq!(
+            activity.idle_deadline(&limits),
+            Some(done + limits.idle_timeout)
+        );
     }
 }

@@ -34,6 +34,8 @@ const OUTPUT_TAIL: usize = 4096;
 /// Written last into a finished worker environment; its presence is the "ready" signal.
 const COMPLETE_MARKER: &str = ".complete";
 const APP_PACKAGES_DIR: &str = ".python_packages";
+/// Marks .python_packages as installed by Sluice (absent: shipped with the app).
+const APP_MANAGED_FILE: &str = ".sluice-managed";
 const APP_HASH_FILE: &str = ".sluice-requirements.sha256";
 const APP_LOCK_FILE: &str = ".sluice.lock";
 const APP_TMP_PREFIX: &str = ".sluice-tmp-";
@@ -41,6 +43,11 @@ const APP_TMP_PREFIX: &str = ".sluice-tmp-";
 /// Errors from discovering Python and preparing environments.
 #[derive(Debug, thiserror::Error)]
 pub enum PythonError {
+    #[error(
+        "{} needs installing but --no-install was given; ship .python_packages with the app or drop --no-install",
+        requirements.display()
+    )]
+    InstallDisabled { requirements: PathBuf },
     #[error(
         "the Python given with --python / SLUICE_PYTHON ({}) cannot be used: {reason}; \
          point --python or SLUICE_PYTHON at Python 3.13 or newer",
@@ -309,9 +316,19 @@ pub fn default_cache_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
 /// them; the loser sees the winner's result). Returns the site-packages path if it exists (also
 /// without a `requirements.txt`), else `None`. Errors: [`PythonError::Install`] with pip's
 /// message, or I/O.
+/// Whether Sluice may run pip for the app's requirements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// Install when the packages are missing or requirements.txt changed.
+    Auto,
+    /// `--no-install`: a needed install is an error instead.
+    Never,
+}
+
 pub async fn ensure_app_packages(
     python: &PythonInfo,
     app_dir: &Path,
+    install: Install,
 ) -> Result<Option<PathBuf>, PythonError> {
     // pip runs inside the app directory (for local paths in requirements), so paths must be absolute.
     let app_dir = tokio::fs::canonicalize(app_dir)
@@ -333,9 +350,25 @@ pub async fn ensure_app_packages(
         info!(app = %app_dir.display(), "app requirements up to date");
         return Ok(Some(site_packages));
     }
+    // Packages Sluice did not install (no hash file): a built deployment package, as the
+    // platform's build tools produce it. Used as is, without network.
+    let managed = packages.join(APP_MANAGED_FILE);
+    if !exists(&managed).await? && exists(&site_packages).await? {
+        info!(app = %app_dir.display(), "using the app's shipped .python_packages as is");
+        return Ok(Some(site_packages));
+    }
+    if install == Install::Never {
+        return Err(PythonError::InstallDisabled {
+            requirements: requirements.clone(),
+        });
+    }
 
     create_dir_all(&packages).await?;
     let _lock = lock_exclusive(packages.join(APP_LOCK_FILE)).await?;
+    // From now on these packages are Sluice's to replace when requirements change.
+    tokio::fs::write(&managed, b"installed by sluice from requirements.txt\n")
+        .await
+        .map_err(|source| io_error("writing", &managed, source))?;
     if is_up_to_date(&hash_file, &wanted, &site_packages).await? {
         info!(app = %app_dir.display(), "app requirements up to date");
         return Ok(Some(site_packages));
@@ -1035,12 +1068,14 @@ mod tests {
         let python = real_python().await;
         let app = TempDir::new("app");
         assert_eq!(
-            ensure_app_packages(&python, &app.0).await.expect("no reqs"),
+            ensure_app_packages(&python, &app.0, Install::Auto)
+                .await
+                .expect("no reqs"),
             None
         );
 
         std::fs::write(app.0.join("requirements.txt"), "six==1.16.0\n").expect("write");
-        let site = ensure_app_packages(&python, &app.0)
+        let site = ensure_app_packages(&python, &app.0, Install::Auto)
             .await
             .expect("install")
             .expect("site");
@@ -1048,13 +1083,13 @@ mod tests {
         assert!(site.join("six-1.16.0.dist-info").is_dir());
 
         // Unchanged: no pip (the interpreter cannot run).
-        let skipped = ensure_app_packages(&unrunnable(&python), &app.0)
+        let skipped = ensure_app_packages(&unrunnable(&python), &app.0, Install::Auto)
             .await
             .expect("skip");
         assert_eq!(skipped.as_deref(), Some(site.as_path()));
 
         std::fs::write(app.0.join("requirements.txt"), "six==1.17.0\n").expect("write");
-        let again = ensure_app_packages(&python, &app.0)
+        let again = ensure_app_packages(&python, &app.0, Install::Auto)
             .await
             .expect("reinstall")
             .expect("site");
@@ -1068,10 +1103,38 @@ mod tests {
 
         // Without requirements.txt an existing site-packages is still reported.
         std::fs::remove_file(app.0.join("requirements.txt")).expect("rm");
-        let kept = ensure_app_packages(&unrunnable(&python), &app.0)
+        let kept = ensure_app_packages(&unrunnable(&python), &app.0, Install::Auto)
             .await
             .expect("kept");
         assert_eq!(kept.as_deref(), Some(site.as_path()));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn shipped_packages_are_used_as_is_and_no_install_refuses_to_install() {
+        let python = real_python().await;
+        let shipped = TempDir::new("app-shipped");
+        std::fs::write(shipped.0.join("requirements.txt"), "six==1.16.0\n").expect("write");
+        let site = shipped.0.join(".python_packages/lib/site-packages");
+        std::fs::create_dir_all(&site).expect("mkdir");
+        // An unrunnable Python proves pip is not called.
+        let used = ensure_app_packages(&unrunnable(&python), &shipped.0, Install::Never)
+            .await
+            .expect("shipped packages need no install");
+        assert_eq!(
+            used.as_deref(),
+            Some(site.canonicalize().expect("exists").as_path())
+        );
+
+        let bare = TempDir::new("app-bare");
+        std::fs::write(bare.0.join("requirements.txt"), "six==1.16.0\n").expect("write");
+        let error = ensure_app_packages(&python, &bare.0, Install::Never)
+            .await
+            .expect_err("an install is needed");
+        assert!(
+            matches!(error, PythonError::InstallDisabled { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("--no-install"), "{error}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -1080,8 +1143,8 @@ mod tests {
         let app = TempDir::new("app-race");
         std::fs::write(app.0.join("requirements.txt"), "six==1.16.0\n").expect("write");
         let (a, b) = tokio::join!(
-            ensure_app_packages(&python, &app.0),
-            ensure_app_packages(&python, &app.0)
+            ensure_app_packages(&python, &app.0, Install::Auto),
+            ensure_app_packages(&python, &app.0, Install::Auto)
         );
         let (a, b) = (a.expect("first"), b.expect("second"));
         assert_eq!(a, b);
@@ -1097,7 +1160,7 @@ mod tests {
             "this-package-does-not-exist-sluice==9.9\n",
         )
         .expect("write");
-        let error = ensure_app_packages(&python, &app.0)
+        let error = ensure_app_packages(&python, &app.0, Install::Auto)
             .await
             .expect_err("cannot install");
         let PythonError::Install { what, output, .. } = &error else {

@@ -99,7 +99,7 @@ pub async fn prepare(config: &ServeConfig) -> Result<Prepared, ServeError> {
         WORKER_ASSETS,
     )
     .await?;
-    let app_site = python::ensure_app_packages(&python, &config.app_dir).await?;
+    let app_site = python::ensure_app_packages(&python, &config.app_dir, config.install).await?;
     let (major, minor, _) = python.version;
     let launch = WorkerLaunch {
         python: python.path.clone(),
