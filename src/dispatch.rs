@@ -197,7 +197,7 @@ impl Dispatcher {
 
         let lease = self.pool.pick()?;
         let invocation = lease.session().invoke(&function.name, input);
-        let response = match self.function_timeout {
+        let mut response = match self.function_timeout {
             None => invocation.await?,
             Some(timeout) => match tokio::time::timeout(timeout, invocation).await {
                 Ok(response) => response?,
@@ -213,7 +213,7 @@ impl Dispatcher {
             },
         };
         drop(lease);
-        let result = response.result.clone().unwrap_or_default();
+        let result = response.result.take().unwrap_or_default();
         if result.status != RpcStatus::Success as i32 {
             let message = match result.exception {
                 Some(e) => format!("{}\n{}", e.message, e.stack_trace),
