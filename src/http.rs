@@ -10,8 +10,12 @@
 //! bodies or map invocation failures to statuses; that is [`crate::dispatch`].
 
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +25,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
@@ -43,7 +48,8 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     /// How long a client may take to send a complete header section, counted from the
     /// connection's start or the end of its previous response (so it also bounds HTTP/1
-    /// keep-alive idle time); the connection is then closed. Default 10 s.
+    /// keep-alive idle time); the connection is then closed. Also how long a connection
+    /// asked to close may stay silent before it is dropped. Default 10 s.
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed gracefully
     /// (HTTP/2: GOAWAY). Default 120 s.
@@ -73,10 +79,13 @@ pub(crate) enum PathError {
     NotUtf8,
 }
 
-/// Request activity on one connection, for the idle timeout.
+/// Request and I/O activity on one connection, for its watchdog.
 #[derive(Debug)]
 struct Activity {
+    opened: Instant,
     state: Mutex<ActivityState>,
+    /// When a byte was last read or written, in nanoseconds since `opened`.
+    last_io: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -93,6 +102,23 @@ struct ActivityState {
 /// One request in flight on a connection; dropping it marks the request done.
 struct InFlight(Arc<Activity>);
 
+/// What a connection's watchdog does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Watch {
+    /// Nothing yet; look again then.
+    Until(Instant),
+    /// Idle too long: ask the connection to close gracefully.
+    Close,
+    /// Asked to close, yet silent and still open: drop it.
+    Drop,
+}
+
+/// The connection's socket, noting every byte read or written in its [`Activity`].
+struct Watched {
+    io: TcpStream,
+    activity: Arc<Activity>,
+}
+
 /// Binds the listener; port 0 picks a free port (read it back with `local_addr`).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
@@ -108,8 +134,25 @@ pub async fn serve(
     listener: TcpListener,
     dispatcher: Arc<Dispatcher>,
     limits: HttpLimits,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) {
+    let handler = move |request| {
+        let dispatcher = dispatcher.clone();
+        async move { dispatcher.handle(request).await }
+    };
+    serve_with(listener, handler, limits, drain).await;
+}
+
+/// [`serve`] with any request handler (tests use stubs instead of a dispatcher).
+async fn serve_with<H, F>(
+    listener: TcpListener,
+    handler: H,
+    limits: HttpLimits,
+    mut drain: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let builder = Arc::new(builder(&limits));
     let max_connections = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let permits = Arc::new(Semaphore::new(max_connections));
@@ -145,7 +188,7 @@ pub async fn serve(
             stream,
             peer,
             builder.clone(),
-            dispatcher.clone(),
+            handler.clone(),
             limits.clone(),
             drain.clone(),
         );
@@ -180,15 +223,20 @@ fn builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one connection until it ends, closing it gracefully on drain or once idle.
-async fn serve_connection(
+/// Serves one connection until it ends. On drain, or once idle, it is asked to close
+/// gracefully; if it then stays silent for `header_read_timeout` with nothing in flight
+/// (an HTTP/2 client that never answers the GOAWAY ping, say), it is dropped.
+async fn serve_connection<H, F>(
     stream: TcpStream,
     peer: SocketAddr,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    dispatcher: Arc<Dispatcher>,
+    handler: H,
     limits: HttpLimits,
     mut drain: watch::Receiver<bool>,
-) {
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%peer, %error, "cannot set TCP_NODELAY");
     }
@@ -198,22 +246,36 @@ async fn serve_connection(
         let drain = drain.clone();
         service_fn(move |request| {
             let in_flight = activity.begin();
-            let dispatcher = dispatcher.clone();
+            let handler = handler.clone();
             let drain = drain.clone();
             async move {
-                let response = handle(&dispatcher, request, &drain).await;
+                let response = handle(&handler, request, &drain).await;
                 drop(in_flight);
                 Ok::<_, Infallible>(response)
             }
         })
     };
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let io = TokioIo::new(Watched {
+        io: stream,
+        activity: activity.clone(),
+    });
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
-    let mut closing = false;
+    let mut closing_since: Option<Instant> = None;
     loop {
-        let check_at = activity
-            .idle_deadline(&limits)
-            .unwrap_or_else(|| Instant::now() + limits.idle_timeout);
+        let check_at = match activity.watch(Instant::now(), closing_since, &limits) {
+            Watch::Until(at) => at,
+            Watch::Close => {
+                debug!(%peer, "closing an idle connection");
+                connection.as_mut().graceful_shutdown();
+                closing_since = Some(Instant::now());
+                continue;
+            }
+            Watch::Drop => {
+                debug!(%peer, "dropping a connection that did not close");
+                return;
+            }
+        };
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -221,31 +283,29 @@ async fn serve_connection(
                 }
                 return;
             }
-            _ = drain_requested(&mut drain), if !closing => {
+            _ = drain_requested(&mut drain), if closing_since.is_none() => {
                 connection.as_mut().graceful_shutdown();
-                closing = true;
+                closing_since = Some(Instant::now());
             }
-            _ = tokio::time::sleep_until(check_at), if !closing => {
-                if activity.idle_deadline(&limits).is_some_and(|at| at <= Instant::now()) {
-                    debug!(%peer, "closing idle connection");
-                    connection.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            }
+            _ = tokio::time::sleep_until(check_at) => {}
         }
     }
 }
 
-/// One request: the path check, then the dispatcher; while draining, HTTP/1 answers
-/// say the connection closes after them.
-async fn handle(
-    dispatcher: &Dispatcher,
+/// One request: the path check, then the handler; while draining, HTTP/1 answers say
+/// the connection closes after them.
+async fn handle<H, F>(
+    handler: &H,
     request: Request<Incoming>,
     drain: &watch::Receiver<bool>,
-) -> Response<Full<Bytes>> {
+) -> Response<Full<Bytes>>
+where
+    H: Fn(Request<Incoming>) -> F,
+    F: Future<Output = Response<Full<Bytes>>>,
+{
     let version = request.version();
     let mut response = match check_path(request.uri().path()) {
-        Ok(()) => dispatcher.handle(request).await,
+        Ok(()) => handler(request).await,
         Err(error) => {
             debug!(path = %request.uri().path(), %error, "request refused");
             bad_path(error)
@@ -313,11 +373,13 @@ fn is_connection_error(error: &std::io::Error) -> bool {
 impl Activity {
     fn new(now: Instant) -> Self {
         Self {
+            opened: now,
             state: Mutex::new(ActivityState {
                 in_flight: 0,
                 idle_since: now,
                 served: false,
             }),
+            last_io: AtomicU64::new(0),
         }
     }
 
@@ -342,24 +404,103 @@ impl Activity {
         }
     }
 
-    /// When the connection may be closed as idle; `None` while a request is in flight.
-    fn idle_deadline(&self, limits: &HttpLimits) -> Option<Instant> {
+    fn touch(&self, now: Instant) {
+        let nanos = u64::try_from((now - self.opened).as_nanos()).unwrap_or(u64::MAX);
+        self.last_io.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    fn last_io(&self) -> Instant {
+        self.opened + Duration::from_nanos(self.last_io.load(Ordering::Relaxed))
+    }
+
+    /// The watchdog's decision at `now`. Before the first request a connection gets
+    /// `header_read_timeout`, after it `idle_timeout` with no request in flight; once
+    /// asked to close (`closing_since`), it gets `header_read_timeout` of silence.
+    /// Requests in flight are never cut: while there are any, it only looks again later.
+    fn watch(&self, now: Instant, closing_since: Option<Instant>, limits: &HttpLimits) -> Watch {
         let state = self.state();
         if state.in_flight > 0 {
-            return None;
+            let again = match closing_since {
+                Some(_) => limits.header_read_timeout,
+                None => limits.idle_timeout,
+            };
+            return Watch::Until(now + again);
         }
-        let limit = if state.served {
-            limits.idle_timeout
-        } else {
-            limits.header_read_timeout
+        let (deadline, action) = match closing_since {
+            None if state.served => (state.idle_since + limits.idle_timeout, Watch::Close),
+            None => (state.idle_since + limits.header_read_timeout, Watch::Close),
+            Some(since) => {
+                let quiet_since = since.max(state.idle_since).max(self.last_io());
+                (quiet_since + limits.header_read_timeout, Watch::Drop)
+            }
         };
-        Some(state.idle_since + limit)
+        if now >= deadline {
+            action
+        } else {
+            Watch::Until(deadline)
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.end(Instant::now());
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch(Instant::now());
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch(Instant::now());
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch(Instant::now());
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

@@ -17,7 +17,11 @@ use crate::supervisor::{SupervisorError, WorkerLaunch, WorkerProcess};
 /// Restart backoff for a slot: doubles from the first value up to the cap.
 const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
 /// A slot that fails this many times within the window stops restarting (crash loop).
+/// Failures count since the slot's last healthy worker (see `Running::healthy`).
 const CRASH_LOOP: (usize, Duration) = (5, Duration::from_secs(300));
+/// A worker up this long, or that answered an invocation, was healthy: its exit is a
+/// fault (killed, OOM), not a crash loop, and clears the slot's failure count.
+const HEALTHY_UPTIME: Duration = Duration::from_secs(30);
 /// How long to wait for a worker whose stream closed to exit too.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// WorkerStatus health pings: how often, how long to wait, how many misses mean stuck.
@@ -54,6 +58,13 @@ impl StartError {
 pub struct Running {
     pub process: WorkerProcess,
     pub session: Arc<Session>,
+    ready_at: Instant,
+}
+
+impl Running {
+    fn healthy(&self) -> bool {
+        self.session.answered() > 0 || self.ready_at.elapsed() >= HEALTHY_UPTIME
+    }
 }
 
 /// What every worker start needs.
@@ -128,7 +139,11 @@ impl Workers {
         }
         self.pool.add(session.clone());
         info!(worker = %id, pid = process.child.id().unwrap_or(0), functions = functions.len(), "worker ready");
-        Ok(Running { process, session })
+        Ok(Running {
+            process,
+            session,
+            ready_at: Instant::now(),
+        })
     }
 
     /// Keeps one slot running until it crash-loops; returns when the slot is given up.
@@ -136,16 +151,15 @@ impl Workers {
         let mut failures: Vec<Instant> = Vec::new();
         let mut backoff = RESTART_BACKOFF.0;
         loop {
-            if let Some(Running {
-                mut process,
-                session,
-            }) = running.take()
-            {
-                let ended = watch(&mut process, &session).await;
+            if let Some(mut current) = running.take() {
+                let Running {
+                    process, session, ..
+                } = &mut current;
+                let ended = watch(process, session).await;
                 self.pool.remove(&process.id);
                 match ended {
                     Ended::Recycle(reason) => {
-                        self.retire(&mut process, &session, reason).await;
+                        self.retire(process, session, reason).await;
                         // A deliberate replacement: start the new worker at once.
                         match self.start().await {
                             Ok(started) => {
@@ -157,6 +171,9 @@ impl Workers {
                     }
                     Ended::Exited(status) => {
                         warn!(slot, worker = %process.id, %status, "worker exited");
+                        if current.healthy() {
+                            failures.clear();
+                        }
                         backoff = RESTART_BACKOFF.0;
                     }
                 }

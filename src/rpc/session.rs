@@ -78,6 +78,8 @@ pub struct Session {
     /// cached load exception.
     load_errors: HashMap<String, String>,
     pending: Arc<Pending>,
+    /// Invocations this worker answered (any result): proof it was healthy once.
+    answered: std::sync::atomic::AtomicU64,
     pings: Arc<Pings>,
     /// The worker advertised the `WorkerStatus` capability, so pings get answers.
     answers_pings: bool,
@@ -230,6 +232,7 @@ impl Session {
             function_ids,
             load_errors,
             pending,
+            answered: std::sync::atomic::AtomicU64::new(0),
             pings,
             answers_pings,
             closed,
@@ -378,7 +381,14 @@ impl Session {
         if self.outbound.send(Ok(message)).await.is_err() {
             return Err(gone());
         }
-        rx.await.map_err(|_| gone())
+        let response = rx.await.map_err(|_| gone())?;
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        Ok(response)
+    }
+
+    /// How many invocations this worker answered.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 }
 

@@ -364,3 +364,145 @@ mod tests {
         );
     }
 }
+
+// ===========================================================================================
+// Fault-injection helpers (used by tests/resilience.rs): extra flags and environment for the
+// child, its pid, signals by pid, and a guard that only lets a test kill Sluice's own workers.
+// ===========================================================================================
+
+/// Extra command-line arguments and environment variables for a Sluice child.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Extras {
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+impl Sluice {
+    /// Like [`Sluice::start`], with extra flags and environment.
+    pub async fn start_with(options: Options, extras: &Extras) -> anyhow::Result<Self> {
+        let workers = options.workers;
+        let mut sluice = Self::spawn_with(options, extras)?;
+        sluice.wait_until_ready(workers, STARTUP_DEADLINE).await?;
+        Ok(sluice)
+    }
+
+    /// Like [`Sluice::spawn`], with extra flags (after the usual ones) and environment.
+    pub fn spawn_with(options: Options, extras: &Extras) -> anyhow::Result<Self> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .arg("serve")
+            .arg(&options.app_dir)
+            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .args(["--workers", &options.workers.to_string()]);
+        if let Some(secrets) = &options.secrets_file {
+            command.arg("--secrets-file").arg(secrets);
+        }
+        command.args(&extras.args);
+        command
+            .env("NO_COLOR", "1")
+            .envs(extras.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().context("spawning the sluice binary")?;
+        let lines = Lines::default();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let readers = vec![
+            tokio::spawn(collect_lines(stdout, "stdout", lines.clone())),
+            tokio::spawn(collect_lines(stderr, "stderr", lines.clone())),
+        ];
+        Ok(Self {
+            child,
+            lines,
+            readers,
+            addr: None,
+        })
+    }
+
+    /// Waits for the `listening` line only (not for workers), e.g. for an app that cannot load.
+    pub async fn wait_until_listening(&mut self, deadline: Duration) -> anyhow::Result<SocketAddr> {
+        self.wait_until_ready(0, deadline).await?;
+        Ok(self
+            .addr
+            .expect("wait_until_ready returns once the address is known"))
+    }
+
+    /// The bound address (after `start*` or `wait_until_listening`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+            .expect("addr is only available once Sluice listens")
+    }
+
+    /// The pid of the `sluice` process (until it has been waited for).
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child
+            .id()
+            .context("the sluice process has already been reaped")
+    }
+
+    /// Sends `signal` (a `kill` name such as `TERM` or `INT`) to the sluice process.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        send_signal(self.pid()?, signal)
+    }
+
+    /// The exit status if the process has exited, without waiting.
+    pub fn try_exit_status(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        self.child.try_wait().context("polling sluice")
+    }
+}
+
+/// Sends `signal` to `pid` through `kill(1)`. Only for processes the test started (the sluice
+/// child) or that a function reported as its worker (see [`is_descendant_of`]).
+pub fn send_signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .context("running kill")?;
+    if !status.success() {
+        bail!("kill -{signal} {pid} failed: {status}");
+    }
+    Ok(())
+}
+
+/// The parent pid and state letter of a live process, from `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(u32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may contain spaces and parentheses, so split at the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+pub fn process_running(pid: u32) -> bool {
+    matches!(proc_stat(pid), Some((_, state)) if state != 'Z')
+}
+
+/// Whether `pid` is a child (or grandchild, …) of `ancestor`: the guard before killing a worker.
+pub fn is_descendant_of(pid: u32, ancestor: u32) -> bool {
+    let mut current = pid;
+    for _ in 0..8 {
+        match proc_stat(current) {
+            Some((parent, _)) if parent == ancestor => return true,
+            Some((parent, _)) if parent > 1 => current = parent,
+            _ => return false,
+        }
+    }
+    false
+}
