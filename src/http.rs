@@ -27,7 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -86,6 +86,10 @@ struct Activity {
     state: Mutex<ActivityState>,
     /// When a byte was last read or written, in nanoseconds since `opened`.
     last_io: AtomicU64,
+    /// Wakes the watchdog when its deadline moves earlier: at the first request, which
+    /// switches the limit from `header_read_timeout` to `idle_timeout`. (Every other
+    /// change only moves it later, and the watchdog looks again when it fires.)
+    first_request: Notify,
 }
 
 #[derive(Debug)]
@@ -288,6 +292,7 @@ async fn serve_connection<H, F>(
                 closing_since = Some(Instant::now());
             }
             _ = tokio::time::sleep_until(check_at) => {}
+            _ = activity.first_request.notified() => {}
         }
     }
 }
@@ -380,6 +385,7 @@ impl Activity {
                 served: false,
             }),
             last_io: AtomicU64::new(0),
+            first_request: Notify::new(),
         }
     }
 
@@ -392,7 +398,10 @@ impl Activity {
     fn begin(self: &Arc<Self>) -> InFlight {
         let mut state = self.state();
         state.in_flight += 1;
-        state.served = true;
+        if !state.served {
+            state.served = true;
+            self.first_request.notify_one();
+        }
         InFlight(self.clone())
     }
 
@@ -546,40 +555,264 @@ mod tests {
         assert_eq!(limits.max_connections, 10_000);
     }
 
+    fn limits() -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            ..HttpLimits::default()
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_connection_without_requests_gets_the_header_timeout() {
-        let limits = HttpLimits::default();
+        let limits = limits();
         let opened = Instant::now();
         let activity = Arc::new(Activity::new(opened));
+        let deadline = opened + limits.header_read_timeout;
+        // Bytes without a complete request do not extend it.
+        activity.touch(opened + Duration::from_secs(9));
         assert_eq!(
-            activity.idle_deadline(&limits),
-            Some(opened + limits.header_read_timeout)
+            activity.watch(opened, None, &limits),
+            Watch::Until(deadline)
         );
+        assert_eq!(activity.watch(deadline, None, &limits), Watch::Close);
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_time_counts_from_the_end_of_the_last_request() {
-        let limits = HttpLimits::default();
+        let limits = limits();
         let activity = Arc::new(Activity::new(Instant::now()));
 
         let first = activity.begin();
         let second = activity.begin();
-        assert_eq!(activity.idle_deadline(&limits), None, "requests in flight");
+        let now = Instant::now();
+        assert_eq!(
+            activity.watch(now, None, &limits),
+            Watch::Until(now + limits.idle_timeout),
+            "requests in flight are never closed"
+        );
 
         tokio::time::advance(Duration::from_secs(300)).await;
         drop(first);
-        assert_eq!(
-            activity.idle_deadline(&limits),
-            None,
-            "one request in flight"
-        );
+        let now = Instant::now();
+        assert!(matches!(
+            activity.watch(now, None, &limits),
+            Watch::Until(_)
+        ));
 
         tokio::time::advance(Duration::from_secs(5)).await;
         drop(second);
         let done = Instant::now();
+        let deadline = done + limits.idle_timeout;
+        assert_eq!(activity.watch(done, None, &limits), Watch::Until(deadline));
+        assert_eq!(activity.watch(deadline, None, &limits), Watch::Close);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closing_connection_is_dropped_only_after_silence_with_nothing_in_flight() {
+        let limits = limits();
+        let hrt = limits.header_read_timeout;
+        let activity = Arc::new(Activity::new(Instant::now()));
+        drop(activity.begin());
+        let since = Instant::now();
         assert_eq!(
-            activity.idle_deadline(&limits),
-            Some(done + limits.idle_timeout)
+            activity.watch(since, Some(since), &limits),
+            Watch::Until(since + hrt)
         );
+
+        // A response still being written keeps it alive.
+        let written = since + Duration::from_secs(8);
+        activity.touch(written);
+        assert_eq!(
+            activity.watch(since + hrt, Some(since), &limits),
+            Watch::Until(written + hrt)
+        );
+        assert_eq!(
+            activity.watch(written + hrt, Some(since), &limits),
+            Watch::Drop
+        );
+
+        // So does a request in flight, however long it is silent.
+        let in_flight = activity.begin();
+        let late = written + hrt * 100;
+        assert_eq!(
+            activity.watch(late, Some(since), &limits),
+            Watch::Until(late + hrt)
+        );
+        drop(in_flight);
+    }
+
+    /// A server on 127.0.0.1 port 0 with `handler`; send `true` on the sender to drain.
+    async fn start<H, F>(
+        limits: HttpLimits,
+        handler: H,
+    ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>)
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (drain, drain_rx) = watch::channel(false);
+        let server = tokio::spawn(serve_with(listener, handler, limits, drain_rx));
+        (addr, drain, server)
+    }
+
+    async fn ok(_request: Request<Incoming>) -> Response<Full<Bytes>> {
+        Response::new(Full::new(Bytes::from_static(b"ok")))
+    }
+
+    const DEADLINE: Duration = Duration::from_secs(5);
+    const GET: &[u8] = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    /// Reads until `done(bytes so far)` holds or the peer closes; fails after [`DEADLINE`].
+    async fn read_until(stream: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = Vec::new();
+        let until = Instant::now() + DEADLINE;
+        while !done(&bytes) {
+            let mut chunk = [0; 4096];
+            let read = tokio::time::timeout_at(until, stream.read(&mut chunk)).await;
+            match read.expect("the server answers within the deadline") {
+                Ok(0) | Err(_) => break,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            }
+        }
+        bytes
+    }
+
+    fn ends_with_ok(bytes: &[u8]) -> bool {
+        bytes.ends_with(b"\r\n\r\nok")
+    }
+
+    fn never(_: &[u8]) -> bool {
+        false
+    }
+
+    #[tokio::test]
+    async fn drain_answers_the_request_in_flight_with_connection_close_then_returns() {
+        use tokio::io::AsyncWriteExt;
+        let gate = Arc::new(Semaphore::new(0));
+        let (started, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+        let handler = {
+            let gate = gate.clone();
+            move |request| {
+                let gate = gate.clone();
+                let started = started.clone();
+                async move {
+                    let _ = started.send(());
+                    let _permit = gate.acquire().await;
+                    ok(request).await
+                }
+            }
+        };
+        let (addr, drain, server) = start(HttpLimits::default(), handler).await;
+
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        busy.write_all(GET).await.unwrap();
+        tokio::time::timeout(DEADLINE, started_rx.recv())
+            .await
+            .unwrap();
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+
+        drain.send(true).unwrap();
+        assert!(read_until(&mut idle, never).await.is_empty(), "idle closed");
+        let until = Instant::now() + DEADLINE;
+        while TcpStream::connect(addr).await.is_ok() {
+            assert!(Instant::now() < until, "still accepting after the drain");
+            tokio::task::yield_now().await;
+        }
+
+        gate.add_permits(1);
+        let answer = String::from_utf8(read_until(&mut busy, never).await).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("connection: close"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nok"), "{answer}");
+        tokio::time::timeout(DEADLINE, server)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_until_one_closes() {
+        use tokio::io::AsyncWriteExt;
+        let limits = HttpLimits {
+            max_connections: 1,
+            ..HttpLimits::default()
+        };
+        let (addr, _drain, _server) = start(limits, ok).await;
+
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        first.write_all(GET).await.unwrap();
+        assert!(ends_with_ok(&read_until(&mut first, ends_with_ok).await));
+
+        // The kernel completes the handshake, but Sluice does not accept it yet.
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        second.write_all(GET).await.unwrap();
+        let mut byte = [0; 1];
+        let early = tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::io::AsyncReadExt::read(&mut second, &mut byte),
+        )
+        .await;
+        assert!(early.is_err(), "served beyond the limit: {early:?}");
+
+        drop(first);
+        assert!(ends_with_ok(&read_until(&mut second, ends_with_ok).await));
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+        use tokio::io::AsyncWriteExt;
+        // hyper's own keep-alive bound (the header timeout) is far later: this is the watchdog.
+        let limits = HttpLimits {
+            header_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_millis(200),
+            ..HttpLimits::default()
+        };
+        let (addr, _drain, _server) = start(limits, ok).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(GET).await.unwrap();
+        assert!(ends_with_ok(&read_until(&mut stream, ends_with_ok).await));
+        assert!(read_until(&mut stream, never).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_silent_http2_client_gets_goaway_then_is_dropped() {
+        use tokio::io::AsyncWriteExt;
+        let limits = HttpLimits {
+            header_read_timeout: Duration::from_millis(200),
+            ..HttpLimits::default()
+        };
+        let (addr, _drain, _server) = start(limits, ok).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // The preface and an empty SETTINGS frame; then nothing, not even the ping's ack.
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let bytes = read_until(&mut stream, never).await;
+        let mut frame_types = Vec::new();
+        let mut rest = &bytes[..];
+        while rest.len() >= 9 {
+            let length =
+                usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+            frame_types.push(rest[3]);
+            rest = rest.get(9 + length..).unwrap_or_default();
+        }
+        const GOAWAY: u8 = 7;
+        assert!(frame_types.contains(&GOAWAY), "frames {frame_types:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_sends_a_byte_is_closed() {
+        let limits = HttpLimits {
+            header_read_timeout: Duration::from_millis(200),
+            ..HttpLimits::default()
+        };
+        let (addr, _drain, _server) = start(limits, ok).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        assert!(read_until(&mut stream, never).await.is_empty());
     }
 }

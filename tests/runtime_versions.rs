@@ -59,7 +59,7 @@ async fn v2_app_without_the_runtime_in_requirements_runs_the_bundled_default() -
         !file.contains(".python_packages"),
         "bundled copy, got {file}"
     );
-    assert!(sluice.output_contains("source=\"bundled\""));
+    assert!(sluice.output_contains("source=bundled"));
     Ok(())
 }
 
@@ -80,7 +80,7 @@ async fn v2_app_pinning_the_runtime_runs_exactly_that_version() -> anyhow::Resul
         file.contains(".python_packages"),
         "the app's copy, got {file}"
     );
-    assert!(sluice.output_contains("source=\"app\""));
+    assert!(sluice.output_contains("source=app"));
     Ok(())
 }
 
