@@ -9,3 +9,5 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets -- --nocapture
+# Fuzz targets (router, conversion, keys) must build and survive a short bounded run.
+scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-15}"
