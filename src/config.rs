@@ -52,6 +52,7 @@ impl From<CheckArgs> for ServeArgs {
             secrets_file: None,
             drain_grace: None,
             no_install: args.no_install,
+            worker_config: None,
         }
     }
 }
@@ -81,6 +82,9 @@ pub struct ServeArgs {
     /// Never run pip for the app: a missing or outdated dependency install is an error.
     #[arg(long)]
     pub no_install: bool,
+    /// Launch the worker described by this platform-style worker.config.json instead of Sluice's own.
+    #[arg(long)]
+    pub worker_config: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +125,7 @@ pub struct ServeConfig {
     /// After SIGTERM/SIGINT, how long in-flight requests may take before Sluice exits.
     pub drain_grace: Duration,
     pub install: crate::python::Install,
+    pub worker_config: Option<PathBuf>,
 }
 
 /// Sluice's default functionTimeout (the platform's Premium/Dedicated default).
@@ -304,6 +309,7 @@ impl ServeConfig {
             body_limit,
             startup_timeout: Duration::from_secs(180),
             drain_grace: Duration::from_secs(drain_grace),
+            worker_config: args.worker_config,
             install: if args.no_install {
                 crate::python::Install::Never
             } else {
@@ -350,6 +356,7 @@ mod tests {
             secrets_file: None,
             drain_grace: None,
             no_install: false,
+            worker_config: None,
         }
     }
 

@@ -18,6 +18,7 @@
 //! - [`rpc`]: the `FunctionRpc.EventStream` server and one session per worker.
 //! - [`lifecycle`]: worker slots: start, health pings, recycle, restart with backoff.
 //! - [`supervisor`]: spawns the Python worker processes and relays their output.
+//! - [`worker_config`]: a worker described the platform way (`--worker-config`).
 //! - [`proto`]: the generated wire types.
 
 pub mod admission;
@@ -37,3 +38,4 @@ pub mod router;
 pub mod rpc;
 pub mod serve;
 pub mod supervisor;
+pub mod worker_config;

@@ -19,6 +19,7 @@ use crate::pool::Pool;
 use crate::python::{self, Asset, PythonError};
 use crate::rpc::{RpcError, RpcServer};
 use crate::supervisor::WorkerLaunch;
+use crate::worker_config::{WorkerConfigError, WorkerDescription};
 
 /// The worker package, embedded so the binary alone is enough to run an app.
 const WORKER_ASSETS: &[Asset] = &[
@@ -64,6 +65,8 @@ pub enum ServeError {
     #[error(transparent)]
     Keys(#[from] KeyError),
     #[error(transparent)]
+    WorkerConfig(#[from] WorkerConfigError),
+    #[error(transparent)]
     Rpc(#[from] RpcError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -108,6 +111,19 @@ pub async fn prepare(config: &ServeConfig) -> Result<Prepared, ServeError> {
         worker_site: worker_env.site_packages.clone(),
         app_site,
         python_version: format!("{major}.{minor}"),
+        description: match &config.worker_config {
+            Some(path) => {
+                let version = format!("{major}.{minor}");
+                let lookup = |name: &str| match name {
+                    "FUNCTIONS_WORKER_RUNTIME_VERSION" => Some(version.clone()),
+                    _ => env(name),
+                };
+                let description = WorkerDescription::load(path, &lookup)?;
+                info!(executable = %description.executable.display(), "using the described worker");
+                Some(description)
+            }
+            None => None,
+        },
     };
     Ok(Prepared { python, launch })
 }

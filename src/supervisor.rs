@@ -9,6 +9,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
+use crate::worker_config::WorkerDescription;
+
 /// Platform default: the host ignores the flag's value and always allows int.MaxValue.
 const GRPC_MAX_MESSAGE_LENGTH: &str = "2147483647";
 
@@ -25,6 +27,8 @@ pub struct WorkerLaunch {
     pub app_site: Option<PathBuf>,
     /// `major.minor` of the interpreter, for FUNCTIONS_WORKER_RUNTIME_VERSION.
     pub python_version: String,
+    /// `--worker-config`: launch this described worker instead of Sluice's own.
+    pub description: Option<WorkerDescription>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +60,25 @@ impl WorkerLaunch {
         let request_id = uuid::Uuid::new_v4().to_string();
         let port = grpc_port.to_string();
         let uri = format!("http://127.0.0.1:{grpc_port}/");
-        let mut cmd = Command::new(&self.python);
-        cmd.arg("-X")
-            .arg("no_debug_ranges")
-            .arg(self.worker_dir.join("worker.py"))
-            .args(["--host", "127.0.0.1", "--port", &port])
+        // The platform's order: executable, its arguments, worker path, worker arguments,
+        // then the transport flags (both the classic and the prefixed forms).
+        let own_worker = self.worker_dir.join("worker.py");
+        let (executable, worker_directory) = match &self.description {
+            Some(d) => (d.executable.as_path(), d.dir.as_path()),
+            None => (self.python.as_path(), self.worker_dir.as_path()),
+        };
+        let mut cmd = Command::new(executable);
+        match &self.description {
+            Some(d) => {
+                cmd.args(&d.arguments);
+                cmd.args(d.worker_path.as_ref());
+                cmd.args(&d.worker_arguments);
+            }
+            None => {
+                cmd.args(["-X", "no_debug_ranges"]).arg(&own_worker);
+            }
+        }
+        cmd.args(["--host", "127.0.0.1", "--port", &port])
             .args(["--workerId", worker_id, "--requestId", &request_id])
             .args(["--grpcMaxMessageLength", GRPC_MAX_MESSAGE_LENGTH])
             .args(["--functions-uri", &uri])
@@ -71,11 +89,14 @@ impl WorkerLaunch {
                 GRPC_MAX_MESSAGE_LENGTH,
             ])
             .current_dir(&self.app_dir)
-            .env("FUNCTIONS_WORKER_DIRECTORY", &self.worker_dir)
+            .env("FUNCTIONS_WORKER_DIRECTORY", worker_directory)
             .env("FUNCTIONS_APPLICATION_DIRECTORY", &self.app_dir)
             .env("FUNCTIONS_WORKER_RUNTIME", "python")
             .env("FUNCTIONS_WORKER_RUNTIME_VERSION", &self.python_version)
             .env("SLUICE_WORKER_SITE", &self.worker_site)
+            // What a wrapper in a worker description needs to run Sluice's own worker.
+            .env("SLUICE_PYTHON_EXECUTABLE", &self.python)
+            .env("SLUICE_WORKER_SCRIPT", &own_worker)
             // Line-by-line relay of print() output needs unbuffered streams.
             .env("PYTHONUNBUFFERED", "1")
             .env_remove("PYTHONPATH")
@@ -93,7 +114,7 @@ impl WorkerLaunch {
         };
         let mut child = cmd.spawn().map_err(|source| SupervisorError::Spawn {
             worker: worker_id.to_owned(),
-            python: self.python.clone(),
+            python: executable.to_path_buf(),
             source,
         })?;
         if let Some(out) = child.stdout.take() {
