@@ -53,6 +53,8 @@ impl From<CheckArgs> for ServeArgs {
             drain_grace: None,
             no_install: args.no_install,
             worker_config: None,
+            admin_port: 0,
+            admin_bind: IpAddr::from([127, 0, 0, 1]),
         }
     }
 }
@@ -85,6 +87,13 @@ pub struct ServeArgs {
     /// Launch the worker described by this platform-style worker.config.json instead of Sluice's own.
     #[arg(long)]
     pub worker_config: Option<PathBuf>,
+    /// Admin port for /metrics, /healthz and /readyz (0 picks a free one; the
+    /// "admin listening" log line names it).
+    #[arg(long, default_value_t = 9091)]
+    pub admin_port: u16,
+    /// Address to bind the admin listener to (keep it off the public network).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub admin_bind: IpAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +123,8 @@ pub enum ConfigError {
 pub struct ServeConfig {
     pub app_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The admin listener (/metrics, /healthz, /readyz); never the public port.
+    pub admin: SocketAddr,
     pub workers: NonZeroUsize,
     pub python: Option<PathBuf>,
     pub secrets_file: Option<PathBuf>,
@@ -300,6 +311,7 @@ impl ServeConfig {
         };
         Ok(ServeConfig {
             listen: SocketAddr::new(args.bind, args.port),
+            admin: SocketAddr::new(args.admin_bind, args.admin_port),
             workers,
             python: args
                 .python
@@ -357,6 +369,8 @@ mod tests {
             drain_grace: None,
             no_install: false,
             worker_config: None,
+            admin_port: 9091,
+            admin_bind: "127.0.0.1".parse().expect("literal"),
         }
     }
 
@@ -414,6 +428,33 @@ mod tests {
         );
         let too_many = |k: &str| (k == "FUNCTIONS_WORKER_PROCESS_COUNT").then(|| "11".to_owned());
         assert!(ServeConfig::resolve(args(&dir), &too_many).is_err());
+    }
+
+    #[test]
+    fn admin_listener_defaults_to_loopback_9091() {
+        let dir = std::env::temp_dir();
+        let cli = Cli::try_parse_from(["sluice", "serve", &dir.display().to_string()])
+            .expect("valid command line");
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve subcommand")
+        };
+        let cfg = ServeConfig::resolve(serve, &|_| None).expect("valid");
+        assert_eq!(cfg.admin, "127.0.0.1:9091".parse().expect("literal"));
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "serve",
+            &dir.display().to_string(),
+            "--admin-port",
+            "0",
+            "--admin-bind",
+            "0.0.0.0",
+        ])
+        .expect("valid command line");
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve subcommand")
+        };
+        let cfg = ServeConfig::resolve(serve, &|_| None).expect("valid");
+        assert_eq!(cfg.admin, "0.0.0.0:0".parse().expect("literal"));
     }
 
     #[test]

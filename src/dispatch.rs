@@ -4,7 +4,7 @@
 //! ship without one).
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -16,6 +16,7 @@ use crate::admission::{Admission, Throttled};
 use crate::convert::{self, ConvertError};
 use crate::functions::Catalog;
 use crate::keys::KeyStore;
+use crate::metrics::{FunctionName, HttpMethod, Metrics};
 use crate::pool::{Pool, PoolError};
 use crate::proto::status_result::Status as RpcStatus;
 use crate::proto::typed_data::Data;
@@ -38,6 +39,7 @@ pub struct Dispatcher {
     pub admission: Admission,
     /// host.json functionTimeout; `None` = unbounded.
     pub function_timeout: Option<Duration>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A request body that stalls this long between chunks is abandoned (slow client).
@@ -128,6 +130,27 @@ impl InvokeError {
 
 impl Dispatcher {
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let guard = self.metrics.request_started();
+        let method = request.method().clone();
+        let mut function = FunctionName::default();
+        let response = self.respond(request, &mut function).await;
+        guard.finish();
+        self.metrics.request_answered(
+            function,
+            HttpMethod::from(&method),
+            response.status(),
+            started.elapsed(),
+        );
+        response
+    }
+
+    /// The response for one request; `function` is set once the request is routed.
+    async fn respond(
+        &self,
+        request: Request<Incoming>,
+        function: &mut FunctionName,
+    ) -> Response<Full<Bytes>> {
         if request.uri().path() == "/" && matches!(*request.method(), Method::GET | Method::HEAD) {
             let mut response = Response::new(Full::new(Bytes::from_static(HOME_PAGE.as_bytes())));
             response.headers_mut().insert(
@@ -138,7 +161,7 @@ impl Dispatcher {
         }
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        match self.invoke(request).await {
+        match self.invoke(request, function).await {
             Ok(response) => response,
             Err(e) => {
                 match &e {
@@ -146,11 +169,14 @@ impl Dispatcher {
                         error!(function = %function, "function failed: {message}")
                     }
                     InvokeError::FunctionTimeout { function, timeout } => {
+                        self.metrics.function_timed_out();
                         error!(function = %function, ?timeout, "function timed out; its worker will be recycled")
                     }
-                    InvokeError::NotFound
-                    | InvokeError::Unauthorized
-                    | InvokeError::Throttled(_) => {
+                    InvokeError::Throttled(_) => {
+                        self.metrics.throttled();
+                        debug!(%method, %path, error = %e, "request refused")
+                    }
+                    InvokeError::NotFound | InvokeError::Unauthorized => {
                         debug!(%method, %path, error = %e, "request refused")
                     }
                     _ => warn!(%method, %path, error = %e, "request failed"),
@@ -163,6 +189,7 @@ impl Dispatcher {
     async fn invoke(
         &self,
         request: Request<Incoming>,
+        routed: &mut FunctionName,
     ) -> Result<Response<Full<Bytes>>, InvokeError> {
         let catalog = match self.catalog.get() {
             Some(c) => c,
@@ -182,8 +209,13 @@ impl Dispatcher {
             return Err(InvokeError::Unauthorized);
         }
         let function = &catalog.functions[hit.index];
+        *routed = FunctionName::of(&function.name);
         let params = hit.params;
+        let waiting = Instant::now();
+        let queued = self.metrics.queued();
         let _ticket = self.admission.admit().await?;
+        drop(queued);
+        self.metrics.queue_waited(waiting.elapsed());
 
         let (parts, body) = request.into_parts();
         let body = self.read_body(&parts, body).await?;
@@ -197,20 +229,25 @@ impl Dispatcher {
 
         let lease = self.pool.pick()?;
         let invocation = lease.session().invoke(&function.name, input);
-        let mut response = match self.function_timeout {
-            None => invocation.await?,
-            Some(timeout) => match tokio::time::timeout(timeout, invocation).await {
-                Ok(response) => response?,
-                Err(_) => {
-                    // Python threads cannot be cancelled: replace the worker. Its other
-                    // invocations finish first (the supervisor waits for them).
-                    lease.session().request_recycle("function timeout");
-                    return Err(InvokeError::FunctionTimeout {
-                        function: function.name.to_string(),
-                        timeout,
-                    });
-                }
-            },
+        let invoked = Instant::now();
+        let outcome = match self.function_timeout {
+            None => Ok(invocation.await),
+            Some(timeout) => tokio::time::timeout(timeout, invocation).await,
+        };
+        self.metrics
+            .invocation_took(&function.name, invoked.elapsed());
+        let mut response = match outcome {
+            Ok(response) => response?,
+            Err(_) => {
+                // Python threads cannot be cancelled: replace the worker. Its other
+                // invocations finish first (the supervisor waits for them).
+                lease.session().request_recycle("function timeout");
+                return Err(InvokeError::FunctionTimeout {
+                    function: function.name.to_string(),
+                    // `outcome` is only an Err when a timeout was set.
+                    timeout: self.function_timeout.unwrap_or_default(),
+                });
+            }
         };
         drop(lease);
         let result = response.result.take().unwrap_or_default();

@@ -20,7 +20,10 @@
 //! - [`supervisor`]: spawns the Python worker processes and relays their output.
 //! - [`worker_config`]: a worker described the platform way (`--worker-config`).
 //! - [`proto`]: the generated wire types.
+//! - [`metrics`]: every Prometheus family, registered in one place; components only write to it.
+//! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz` (never the public port).
 
+pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod check;
@@ -31,6 +34,7 @@ pub mod functions;
 pub mod http;
 pub mod keys;
 pub mod lifecycle;
+pub mod metrics;
 pub mod pool;
 pub mod proto;
 pub mod python;

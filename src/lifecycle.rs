@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::functions::{Catalog, CatalogError};
+use crate::metrics::{Metrics, RestartReason, RuntimeLabels};
 use crate::pool::Pool;
 use crate::rpc::session::Handshake;
 use crate::rpc::{RpcError, RpcServer, Session};
@@ -77,6 +78,8 @@ pub struct Workers {
     pub startup_timeout: Duration,
     /// host.json functionTimeout: bounds how long a recycle waits for other invocations.
     pub function_timeout: Option<Duration>,
+    /// Worker counts, restarts, runtime info and EventStream bytes are recorded here.
+    pub metrics: Arc<Metrics>,
 }
 
 enum Ended {
@@ -87,6 +90,15 @@ enum Ended {
 impl Workers {
     /// Launches one worker and runs its start-up handshake; it is in the pool on success.
     pub async fn start(&self) -> Result<Running, StartError> {
+        let _starting = self.metrics.worker_starting();
+        let started = self.launch_one().await;
+        if started.is_err() {
+            self.metrics.worker_restart(RestartReason::StartFailed);
+        }
+        started
+    }
+
+    async fn launch_one(&self) -> Result<Running, StartError> {
         let id = uuid::Uuid::new_v4().to_string();
         let connection = self.rpc.expect(&id);
         let mut process = self.launch.spawn(&id, self.rpc.addr().port())?;
@@ -116,6 +128,7 @@ impl Workers {
             host_index: &|| {
                 crate::app::index_function_json(&self.launch.app_dir).map_err(|e| e.to_string())
             },
+            traffic: self.metrics.rpc_traffic(),
         };
         let (session, functions) = tokio::select! {
             started = Session::start(connection, handshake) => match started {
@@ -138,6 +151,12 @@ impl Workers {
             let _ = self.catalog.set(built);
         }
         self.pool.add(session.clone());
+        let runtime = session.runtime();
+        self.metrics.worker_ready(RuntimeLabels {
+            package: runtime.package.clone(),
+            version: runtime.version.clone(),
+            source: runtime.source.clone(),
+        });
         info!(worker = %id, pid = process.child.id().unwrap_or(0), functions = functions.len(), "worker ready");
         Ok(Running {
             process,
@@ -157,8 +176,10 @@ impl Workers {
                 } = &mut current;
                 let ended = watch(process, session).await;
                 self.pool.remove(&process.id);
+                self.metrics.worker_removed();
                 match ended {
                     Ended::Recycle(reason) => {
+                        self.metrics.worker_restart(RestartReason::Recycled);
                         self.retire(process, session, reason).await;
                         // A deliberate replacement: start the new worker at once.
                         match self.start().await {
@@ -170,6 +191,7 @@ impl Workers {
                         }
                     }
                     Ended::Exited(status) => {
+                        self.metrics.worker_restart(RestartReason::Exited);
                         warn!(slot, worker = %process.id, %status, "worker exited");
                         if current.healthy() {
                             failures.clear();

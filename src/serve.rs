@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::admin::Admin;
 use crate::admission::Admission;
 use crate::config::ServeConfig;
 use crate::dispatch::Dispatcher;
@@ -15,6 +16,7 @@ use crate::functions::CatalogError;
 use crate::http::HttpLimits;
 use crate::keys::{KeyError, KeyStore};
 use crate::lifecycle::{StartError, Workers};
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::python::{self, Asset, PythonError};
 use crate::rpc::{RpcError, RpcServer};
@@ -144,11 +146,20 @@ impl Workers {
             route_prefix: config.host.route_prefix.clone(),
             startup_timeout: config.startup_timeout,
             function_timeout: config.host.function_timeout,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Records into the process's metrics instead of a private, unexported set.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Workers {
+        self.metrics = metrics;
+        self
     }
 }
 
 pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
+    // First, so that the cold start counts from here.
+    let metrics = Arc::new(Metrics::new());
     let Prepared { launch, .. } = prepare(&config).await?;
     let keys = match &config.secrets_file {
         Some(path) => KeyStore::load(path)?,
@@ -167,9 +178,39 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         source,
     })?;
     info!(%addr, app = %config.app_dir.display(), workers = config.workers.get(), "listening");
+    // Logged after the public `listening` line: tools take the first `addr=` as the public one.
+    let admin_listener =
+        crate::admin::bind(config.admin)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.admin,
+                source,
+            })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: config.admin,
+            source,
+        })?;
+    info!(addr = %admin_addr, "admin listening");
 
     let pool = Arc::new(Pool::default());
-    let workers = Arc::new(Workers::new(&config, launch, rpc, pool.clone()));
+    let (drain, drain_rx) = watch::channel(false);
+    let admin = Admin {
+        metrics: metrics.clone(),
+        ready: {
+            let pool = pool.clone();
+            let draining = drain_rx.clone();
+            Box::new(move || !*draining.borrow() && pool.ready_count() > 0)
+        },
+    };
+    // Answers until exit, so probes see /readyz 503 for the whole drain.
+    let _admin = AbortOnDrop(tokio::spawn(crate::admin::serve(
+        admin_listener,
+        Arc::new(admin),
+    )));
+    let workers =
+        Arc::new(Workers::new(&config, launch, rpc, pool.clone()).with_metrics(metrics.clone()));
     let dispatcher = Arc::new(Dispatcher {
         pool: pool.clone(),
         catalog: workers.catalog.clone(),
@@ -181,8 +222,8 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
             config.host.outstanding_cap(),
         ),
         function_timeout: config.host.function_timeout,
+        metrics,
     });
-    let (drain, drain_rx) = watch::channel(false);
     let mut http = AbortOnDrop(tokio::spawn(crate::http::serve(
         listener,
         dispatcher,

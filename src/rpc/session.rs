@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prost::Message as _;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tonic::{Status, Streaming};
 use tracing::{debug, error, info, warn};
 
 use super::{Connection, RpcError};
+use crate::metrics::RpcTraffic;
 use crate::proto::rpc_log::{Level, RpcLogCategory};
 use crate::proto::status_result::Status as RpcStatus;
 use crate::proto::streaming_message::Content;
@@ -84,6 +86,8 @@ pub struct Session {
     /// The worker advertised the `WorkerStatus` capability, so pings get answers.
     answers_pings: bool,
     closed: Arc<AtomicBool>,
+    /// EventStream payload bytes, for the metrics.
+    traffic: RpcTraffic,
     /// Set when Sluice wants this worker replaced (function timeout, failed pings).
     recycle: Mutex<Option<&'static str>>,
     recycle_requested: Notify,
@@ -110,6 +114,8 @@ pub struct Handshake<'a> {
     pub step_timeout: Duration,
     /// Host-side indexing, used when the worker leaves indexing to the host (v1 apps).
     pub host_index: &'a (dyn Fn() -> Result<Vec<FunctionMeta>, String> + Sync),
+    /// Counts the stream's payload bytes both ways, for the whole session.
+    pub traffic: RpcTraffic,
 }
 
 impl Session {
@@ -130,6 +136,7 @@ impl Session {
             inbound: &mut inbound,
             outbound: &outbound,
             timeout: hs.step_timeout,
+            traffic: &hs.traffic,
         };
 
         let init = steps
@@ -224,6 +231,7 @@ impl Session {
             pending.clone(),
             pings.clone(),
             closed.clone(),
+            hs.traffic.clone(),
         ));
         let session = Session {
             worker,
@@ -236,6 +244,7 @@ impl Session {
             pings,
             answers_pings,
             closed,
+            traffic: hs.traffic,
             recycle: Mutex::new(None),
             recycle_requested: Notify::new(),
         };
@@ -319,7 +328,7 @@ impl Session {
             request_id: request_id.clone(),
             content: Some(Content::WorkerStatusRequest(WorkerStatusRequest {})),
         };
-        let answered = self.outbound.send(Ok(message)).await.is_ok()
+        let answered = self.send(message).await.is_ok()
             && matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())));
         self.pings
             .lock()
@@ -378,12 +387,20 @@ impl Session {
             pending: &self.pending,
             invocation_id: &invocation_id,
         };
-        if self.outbound.send(Ok(message)).await.is_err() {
+        if self.send(message).await.is_err() {
             return Err(gone());
         }
         let response = rx.await.map_err(|_| gone())?;
         self.answered.fetch_add(1, Ordering::Relaxed);
         Ok(response)
+    }
+
+    /// Sends one message on the stream, counting its bytes.
+    async fn send(&self, message: StreamingMessage) -> Result<(), ()> {
+        let len = message.encoded_len() as u64;
+        self.outbound.send(Ok(message)).await.map_err(|_| ())?;
+        self.traffic.sent.inc_by(len);
+        Ok(())
     }
 
     /// How many invocations this worker answered.
@@ -415,6 +432,7 @@ struct Steps<'a> {
     inbound: &'a mut Streaming<StreamingMessage>,
     outbound: &'a mpsc::Sender<Result<StreamingMessage, Status>>,
     timeout: Duration,
+    traffic: &'a RpcTraffic,
 }
 
 impl Steps<'_> {
@@ -430,16 +448,19 @@ impl Steps<'_> {
             request_id: uuid::Uuid::new_v4().to_string(),
             content: Some(content),
         };
+        let len = message.encoded_len() as u64;
         self.outbound
             .send(Ok(message))
             .await
             .map_err(|_| closed())?;
+        self.traffic.sent.inc_by(len);
         let wait = async {
             loop {
                 let message = match self.inbound.message().await {
                     Ok(Some(message)) => message,
                     Ok(None) | Err(_) => return Err(closed()),
                 };
+                self.traffic.received.inc_by(message.encoded_len() as u64);
                 match message.content {
                     Some(Content::RpcLog(log)) => print_log(self.worker, None, &log),
                     Some(content) if content_name(&content) == expected => return Ok(content),
@@ -521,6 +542,7 @@ async fn read_loop(
     pending: Arc<Pending>,
     pings: Arc<Pings>,
     closed: Arc<AtomicBool>,
+    traffic: RpcTraffic,
 ) {
     loop {
         let message = match inbound.message().await {
@@ -531,6 +553,7 @@ async fn read_loop(
                 break;
             }
         };
+        traffic.received.inc_by(message.encoded_len() as u64);
         match message.content {
             Some(Content::InvocationResponse(response)) => {
                 let entry = pending

@@ -88,6 +88,8 @@ impl Sluice {
             .arg("serve")
             .arg(&options.app_dir)
             .args(["--port", "0", "--bind", "127.0.0.1"])
+            // Every test's Sluice gets its own admin port (the default, 9091, is shared).
+            .args(["--admin-port", "0"])
             .args(["--workers", &options.workers.to_string()]);
         if let Some(secrets) = &options.secrets_file {
             command.arg("--secrets-file").arg(secrets);
@@ -405,6 +407,8 @@ impl Sluice {
             .arg("serve")
             .arg(&options.app_dir)
             .args(["--port", "0", "--bind", "127.0.0.1"])
+            // Every test's Sluice gets its own admin port (the default, 9091, is shared).
+            .args(["--admin-port", "0"])
             .args(["--workers", &options.workers.to_string()]);
         if let Some(secrets) = &options.secrets_file {
             command.arg("--secrets-file").arg(secrets);
@@ -505,4 +509,25 @@ pub fn is_descendant_of(pid: u32, ancestor: u32) -> bool {
         }
     }
     false
+}
+
+// ===========================================================================================
+// Admin listener helpers (used by tests/observability.rs).
+// ===========================================================================================
+
+impl Sluice {
+    /// The admin listener's address, from the `admin listening addr=…` line (waits for it).
+    pub async fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.wait_for_output("admin listening", LOG_DEADLINE)
+            .await?;
+        self.output_lines_containing("admin listening")
+            .iter()
+            .find_map(|l| parse_addr(l))
+            .context("the `admin listening` line names no addr=")
+    }
+
+    /// `http://ADMIN_ADDR` + `path` (which starts with `/`).
+    pub async fn admin_url(&self, path: &str) -> anyhow::Result<String> {
+        Ok(format!("http://{}{path}", self.admin_addr().await?))
+    }
 }

@@ -1,0 +1,106 @@
+//! The admin listener, on its own port (default 127.0.0.1:9091), never the public one:
+//! `GET /metrics` (the OpenMetrics text exactly as [`Metrics::encode`] produces it),
+//! `GET /healthz` (200 while the process runs) and `GET /readyz` (200 only while the
+//! readiness check passes: a worker is ready and Sluice is not draining).
+//! It keeps answering until it is aborted at exit, so probes see `/readyz` 503 for the
+//! whole drain. It knows nothing about workers or the pool: readiness is a function
+//! the wiring gives it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tracing::{debug, error};
+
+use crate::metrics::{self, Metrics};
+
+/// A scraper or probe that has not sent its request head by then is dropped.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the admin endpoints answer from.
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    /// `true` while Sluice should receive traffic.
+    pub ready: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// Binds the admin listener; port 0 picks a free port.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves admin requests until the task is aborted.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                debug!(%error, "admin accept failed");
+                // Out of descriptors, say: do not spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(&request)) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                debug!(%peer, %error, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+impl Admin {
+    fn handle(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        }
+        match request.uri().path() {
+            "/metrics" => match self.metrics.encode() {
+                Ok(body) => {
+                    let mut response = Response::new(Full::new(Bytes::from(body)));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(metrics::CONTENT_TYPE),
+                    );
+                    response
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot encode metrics");
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n")
+                }
+            },
+            "/healthz" => text(StatusCode::OK, "ok"),
+            "/readyz" if (self.ready)() => text(StatusCode::OK, "ready\n"),
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,671 @@
+//! Prometheus metrics: every family Sluice exports, registered in one place
+//! ([`Metrics::new`]), with typed label sets whose values are bounded (function name,
+//! method, status class, worker state, restart reason — never a raw path or an id).
+//! Components get an `Arc<Metrics>` (or the handles they need, such as [`RpcTraffic`])
+//! and only write to it; the admin listener encodes it. This module does no I/O except
+//! reading `/proc/self` at scrape time for the `process_*` families.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Latency buckets in seconds: 1 ms up to the 30-minute function timeout.
+const LATENCY_BUCKETS: [f64; 18] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 1800.0,
+];
+
+/// Linux reports CPU times in USER_HZ ticks, which is 100 on every architecture Linux
+/// exports to user space (sysconf would need `unsafe` for the same answer).
+const USER_HZ: f64 = 100.0;
+
+/// A function name as a label value; requests that match no function are `-`.
+#[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
+pub struct FunctionName(Option<Arc<str>>);
+
+impl FunctionName {
+    pub fn of(name: &Arc<str>) -> FunctionName {
+        FunctionName(Some(name.clone()))
+    }
+}
+
+impl EncodeLabelValue for FunctionName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.0.as_deref().unwrap_or("-"))
+    }
+}
+
+/// The request method, folded to the standard ones so the label stays bounded.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum HttpMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+    Other,
+}
+
+impl From<&Method> for HttpMethod {
+    fn from(method: &Method) -> HttpMethod {
+        match *method {
+            Method::GET => HttpMethod::Get,
+            Method::HEAD => HttpMethod::Head,
+            Method::POST => HttpMethod::Post,
+            Method::PUT => HttpMethod::Put,
+            Method::PATCH => HttpMethod::Patch,
+            Method::DELETE => HttpMethod::Delete,
+            Method::OPTIONS => HttpMethod::Options,
+            _ => HttpMethod::Other,
+        }
+    }
+}
+
+impl EncodeLabelValue for HttpMethod {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+            HttpMethod::Options => "OPTIONS",
+            HttpMethod::Other => "OTHER",
+        })
+    }
+}
+
+/// `1xx` … `5xx`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum StatusClass {
+    Informational,
+    Success,
+    Redirection,
+    ClientError,
+    ServerError,
+}
+
+impl From<StatusCode> for StatusClass {
+    fn from(status: StatusCode) -> StatusClass {
+        match status.as_u16() {
+            ..200 => StatusClass::Informational,
+            200..300 => StatusClass::Success,
+            300..400 => StatusClass::Redirection,
+            400..500 => StatusClass::ClientError,
+            _ => StatusClass::ServerError,
+        }
+    }
+}
+
+impl EncodeLabelValue for StatusClass {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            StatusClass::Informational => "1xx",
+            StatusClass::Success => "2xx",
+            StatusClass::Redirection => "3xx",
+            StatusClass::ClientError => "4xx",
+            StatusClass::ServerError => "5xx",
+        })
+    }
+}
+
+/// Where a worker process is in its life, as `sluice_workers{state}` counts it.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Launched, not yet through the start-up handshake.
+    Starting,
+    /// In the pool.
+    Ready,
+}
+
+impl EncodeLabelValue for WorkerState {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Ready => "ready",
+        })
+    }
+}
+
+/// Why a worker slot had to start a new worker.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum RestartReason {
+    /// The worker process exited (crash, kill, OOM).
+    Exited,
+    /// Sluice replaced it on purpose (function timeout, missed health pings).
+    Recycled,
+    /// A start attempt failed before the worker became ready.
+    StartFailed,
+}
+
+impl EncodeLabelValue for RestartReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            RestartReason::Exited => "exited",
+            RestartReason::Recycled => "recycled",
+            RestartReason::StartFailed => "start_failed",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub function: FunctionName,
+    pub method: HttpMethod,
+    pub status_class: StatusClass,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FunctionLabels {
+    pub function: FunctionName,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    pub state: WorkerState,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestartLabels {
+    pub reason: RestartReason,
+}
+
+/// The runtime library the workers run; one set per app in practice.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuntimeLabels {
+    pub package: String,
+    pub version: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+type LatencyFamily = Family<FunctionLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// EventStream payload bytes, counted by the rpc sessions.
+#[derive(Debug, Clone, Default)]
+pub struct RpcTraffic {
+    pub received: Counter,
+    pub sent: Counter,
+}
+
+/// Every metric Sluice exports, and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// When this process began serving (taken as process start for the cold start).
+    started: Instant,
+    cold_start_recorded: AtomicBool,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: LatencyFamily,
+    invocation_duration: LatencyFamily,
+    queue_wait: Histogram,
+    in_flight: Gauge,
+    queued: Gauge,
+    throttled: Counter,
+    function_timeouts: Counter,
+    client_disconnects: Counter,
+    workers: Family<WorkerLabels, Gauge>,
+    /// `workers{state="starting"}` and `workers{state="ready"}`, held directly.
+    workers_starting: Gauge,
+    workers_ready: Gauge,
+    worker_restarts: Family<RestartLabels, Counter>,
+    rpc: RpcTraffic,
+    cold_start: Gauge<f64, AtomicU64>,
+    runtime_info: Family<RuntimeLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every family. Call it first thing at start-up: its
+    /// creation time is the start of `sluice_cold_start_seconds`.
+    pub fn new() -> Metrics {
+        let workers: Family<WorkerLabels, Gauge> = Family::default();
+        // Both states always exist, so a dashboard sees 0 rather than nothing.
+        let worker_state = |state| workers.get_or_create(&WorkerLabels { state }).clone();
+        let workers_starting = worker_state(WorkerState::Starting);
+        let workers_ready = worker_state(WorkerState::Ready);
+        let worker_restarts: Family<RestartLabels, Counter> = Family::default();
+        // Every reason starts at 0: rate() and increase() see the first restart.
+        for reason in [
+            RestartReason::Exited,
+            RestartReason::Recycled,
+            RestartReason::StartFailed,
+        ] {
+            let _ = worker_restarts.get_or_create(&RestartLabels { reason });
+        }
+        let m = Metrics {
+            registry: Registry::default(),
+            started: Instant::now(),
+            cold_start_recorded: AtomicBool::new(false),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_histogram),
+            invocation_duration: Family::new_with_constructor(latency_histogram),
+            queue_wait: latency_histogram(),
+            in_flight: Gauge::default(),
+            queued: Gauge::default(),
+            throttled: Counter::default(),
+            function_timeouts: Counter::default(),
+            client_disconnects: Counter::default(),
+            workers,
+            workers_starting,
+            workers_ready,
+            worker_restarts,
+            rpc: RpcTraffic::default(),
+            cold_start: Gauge::default(),
+            runtime_info: Family::default(),
+        };
+        let build_info: Family<BuildLabels, Gauge> = Family::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+
+        let mut registry = Registry::default();
+        let r = &mut registry;
+        r.register(
+            "sluice_http_requests",
+            "HTTP requests answered, by function (- when none matched), method and status class",
+            m.http_requests.clone(),
+        );
+        r.register_with_unit(
+            "sluice_http_request_duration",
+            "Whole-request time in the front end, by function",
+            Unit::Seconds,
+            m.http_duration.clone(),
+        );
+        r.register_with_unit(
+            "sluice_invocation_duration",
+            "Time waiting on the worker for one invocation, by function",
+            Unit::Seconds,
+            m.invocation_duration.clone(),
+        );
+        r.register_with_unit(
+            "sluice_queue_wait",
+            "Time a request waited in admission for an execution slot",
+            Unit::Seconds,
+            m.queue_wait.clone(),
+        );
+        r.register(
+            "sluice_requests_in_flight",
+            "Requests being handled (routed or not, queued or executing)",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "sluice_requests_queued",
+            "Requests waiting in admission for an execution slot",
+            m.queued.clone(),
+        );
+        r.register(
+            "sluice_throttled",
+            "Requests refused with 429 (maxOutstandingRequests reached)",
+            m.throttled.clone(),
+        );
+        r.register(
+            "sluice_function_timeouts",
+            "Invocations that exceeded functionTimeout",
+            m.function_timeouts.clone(),
+        );
+        r.register(
+            "sluice_client_disconnects",
+            "Requests whose client went away before the response was ready",
+            m.client_disconnects.clone(),
+        );
+        r.register(
+            "sluice_workers",
+            "Worker processes by state",
+            m.workers.clone(),
+        );
+        r.register(
+            "sluice_worker_restarts",
+            "New worker starts needed, by reason",
+            m.worker_restarts.clone(),
+        );
+        // Named as the dashboards know them (no UNIT metadata: the unit is in the middle).
+        r.register(
+            "sluice_rpc_bytes_received",
+            "EventStream payload bytes received from workers",
+            m.rpc.received.clone(),
+        );
+        r.register(
+            "sluice_rpc_bytes_sent",
+            "EventStream payload bytes sent to workers",
+            m.rpc.sent.clone(),
+        );
+        r.register_with_unit(
+            "sluice_cold_start",
+            "Time from process start to the first ready worker",
+            Unit::Seconds,
+            m.cold_start.clone(),
+        );
+        r.register(
+            "sluice_runtime_info",
+            "The runtime library the workers run (value 1)",
+            m.runtime_info.clone(),
+        );
+        r.register(
+            "sluice_build_info",
+            "Sluice's version (value 1)",
+            build_info,
+        );
+        r.register_collector(Box::new(ProcessCollector));
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition, exactly as prometheus-client encodes it.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
+    /// Counts one request as in flight until the returned guard is finished or
+    /// dropped; dropped unfinished means the client went away.
+    pub fn request_started(&self) -> RequestGuard<'_> {
+        self.in_flight.inc();
+        RequestGuard {
+            metrics: self,
+            finished: false,
+        }
+    }
+
+    /// Records one answered request.
+    pub fn request_answered(
+        &self,
+        function: FunctionName,
+        method: HttpMethod,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        self.http_duration
+            .get_or_create(&FunctionLabels {
+                function: function.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                function,
+                method,
+                status_class: status.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a request as queued in admission until the guard is dropped.
+    pub fn queued(&self) -> GaugeGuard<'_> {
+        self.queued.inc();
+        GaugeGuard(&self.queued)
+    }
+
+    pub fn queue_waited(&self, wait: Duration) {
+        self.queue_wait.observe(wait.as_secs_f64());
+    }
+
+    pub fn invocation_took(&self, function: &Arc<str>, elapsed: Duration) {
+        self.invocation_duration
+            .get_or_create(&FunctionLabels {
+                function: FunctionName::of(function),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn throttled(&self) {
+        self.throttled.inc();
+    }
+
+    pub fn function_timed_out(&self) {
+        self.function_timeouts.inc();
+    }
+
+    /// Counts a worker as starting until the guard is dropped.
+    pub fn worker_starting(&self) -> GaugeGuard<'_> {
+        self.workers_starting.inc();
+        GaugeGuard(&self.workers_starting)
+    }
+
+    /// A worker joined the pool: counts it ready, notes its runtime library, and
+    /// records the cold start when it is the first.
+    pub fn worker_ready(&self, runtime: RuntimeLabels) {
+        self.workers_ready.inc();
+        self.runtime_info.get_or_create(&runtime).set(1);
+        if !self.cold_start_recorded.swap(true, Ordering::AcqRel) {
+            self.cold_start.set(self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// A ready worker left the pool.
+    pub fn worker_removed(&self) {
+        self.workers_ready.dec();
+    }
+
+    pub fn worker_restart(&self, reason: RestartReason) {
+        self.worker_restarts
+            .get_or_create(&RestartLabels { reason })
+            .inc();
+    }
+
+    /// The EventStream byte counters, for the rpc sessions.
+    pub fn rpc_traffic(&self) -> RpcTraffic {
+        self.rpc.clone()
+    }
+}
+
+/// One request in flight; see [`Metrics::request_started`].
+pub struct RequestGuard<'a> {
+    metrics: &'a Metrics,
+    finished: bool,
+}
+
+impl RequestGuard<'_> {
+    /// The response is ready: the client did not go away.
+    pub fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for RequestGuard<'_> {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+        if !self.finished {
+            self.metrics.client_disconnects.inc();
+        }
+    }
+}
+
+/// Decrements its gauge when dropped.
+pub struct GaugeGuard<'a>(&'a Gauge);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// `process_*` families, read from `/proc/self` at scrape time (Linux only; elsewhere
+/// they are left out).
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// What `/proc/self` says about this process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ProcessStats {
+    resident_bytes: u64,
+    cpu_seconds: f64,
+    open_fds: u64,
+}
+
+impl ProcessStats {
+    fn read() -> Option<ProcessStats> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        Some(ProcessStats {
+            resident_bytes: resident_bytes(&status)?,
+            cpu_seconds: cpu_seconds(&stat)?,
+            open_fds,
+        })
+    }
+}
+
+/// `VmRSS:  1234 kB` from `/proc/self/status`, in bytes.
+fn resident_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// utime + stime from `/proc/self/stat`, in seconds.
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    // `pid (comm) state …`: comm may hold spaces, so count fields after the last ')'.
+    // utime and stime are fields 14 and 15; after the ')' the state is field 3.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stats) = ProcessStats::read() else {
+            return Ok(());
+        };
+        let rss = ConstGauge::new(i64::try_from(stats.resident_bytes).unwrap_or(i64::MAX));
+        rss.encode(encoder.encode_descriptor(
+            "process_resident_memory",
+            "Resident memory size",
+            Some(&Unit::Bytes),
+            rss.metric_type(),
+        )?)?;
+        let cpu = ConstCounter::new(stats.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu",
+            "User and system CPU time spent",
+            Some(&Unit::Seconds),
+            cpu.metric_type(),
+        )?)?;
+        let fds = ConstGauge::new(i64::try_from(stats.open_fds).unwrap_or(i64::MAX));
+        fds.encode(encoder.encode_descriptor(
+            "process_open_fds",
+            "Open file descriptors",
+            None,
+            fds.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes_and_methods_are_bounded() {
+        assert_eq!(StatusClass::from(StatusCode::OK), StatusClass::Success);
+        assert_eq!(
+            StatusClass::from(StatusCode::NOT_FOUND),
+            StatusClass::ClientError
+        );
+        assert_eq!(
+            StatusClass::from(StatusCode::BAD_GATEWAY),
+            StatusClass::ServerError
+        );
+        assert_eq!(
+            StatusClass::from(StatusCode::SWITCHING_PROTOCOLS),
+            StatusClass::Informational
+        );
+        let odd = Method::from_bytes(b"PROPFIND").expect("valid token");
+        assert_eq!(HttpMethod::from(&odd), HttpMethod::Other);
+    }
+
+    #[test]
+    fn encodes_labels_and_names_with_units() {
+        let metrics = Metrics::new();
+        let name: Arc<str> = Arc::from("hello");
+        metrics.request_answered(
+            FunctionName::of(&name),
+            HttpMethod::Get,
+            StatusCode::OK,
+            Duration::from_millis(3),
+        );
+        metrics.request_answered(
+            FunctionName::default(),
+            HttpMethod::Post,
+            StatusCode::NOT_FOUND,
+            Duration::from_millis(1),
+        );
+        metrics.worker_restart(RestartReason::StartFailed);
+        let text = metrics.encode().expect("encodes");
+        for want in [
+            r#"sluice_http_requests_total{function="hello",method="GET",status_class="2xx"} 1"#,
+            r#"sluice_http_requests_total{function="-",method="POST",status_class="4xx"} 1"#,
+            r#"sluice_http_request_duration_seconds_count{function="hello"} 1"#,
+            r#"sluice_worker_restarts_total{reason="start_failed"} 1"#,
+            r#"sluice_workers{state="ready"} 0"#,
+            r#"sluice_build_info{version=""#,
+            "# TYPE sluice_rpc_bytes_sent counter",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn guards_count_in_flight_and_disconnects() {
+        let metrics = Metrics::new();
+        metrics.request_started().finish();
+        drop(metrics.request_started());
+        assert_eq!(metrics.in_flight.get(), 0);
+        assert_eq!(metrics.client_disconnects.get(), 1);
+        let starting = metrics.worker_starting();
+        assert_eq!(metrics.workers_starting.get(), 1);
+        drop(starting);
+        metrics.worker_ready(RuntimeLabels {
+            package: "azure-functions-runtime".into(),
+            version: "1.2.1".into(),
+            source: "bundled".into(),
+        });
+        assert_eq!(metrics.workers_ready.get(), 1);
+        assert!(metrics.cold_start.get() > 0.0);
+    }
+
+    #[test]
+    fn proc_files_parse() {
+        assert_eq!(
+            resident_bytes("Name:\tsluice\nVmRSS:\t    2048 kB\n"),
+            Some(2 * 1024 * 1024)
+        );
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0";
+        assert_eq!(cpu_seconds(stat), Some(3.0));
+    }
+}
