@@ -9,6 +9,16 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod file;
+
+use file::FileConfig;
+
+/// Built-in defaults (documented, with every other key, in config/sluice.toml).
+pub const DEFAULT_PORT: u16 = 7071;
+pub const DEFAULT_BIND: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+pub const DEFAULT_ADMIN_PORT: u16 = 9091;
+pub const DEFAULT_ADMIN_BIND: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+pub const DEFAULT_DRAIN_GRACE_SECS: u64 = 30;
 /// Platform cap on `FUNCTIONS_WORKER_PROCESS_COUNT`.
 pub const MAX_WORKERS: usize = 10;
 /// Platform default request body limit (Kestrel's MaxRequestBodySize), 100 MB.
@@ -45,16 +55,17 @@ impl From<CheckArgs> for ServeArgs {
     fn from(args: CheckArgs) -> ServeArgs {
         ServeArgs {
             app_dir: args.app_dir,
-            port: 0,
-            bind: IpAddr::from([127, 0, 0, 1]),
+            config: None,
+            port: Some(0),
+            bind: Some(IpAddr::from([127, 0, 0, 1])),
             workers: Some(1),
             python: args.python,
             secrets_file: None,
             drain_grace: None,
             no_install: args.no_install,
             worker_config: None,
-            admin_port: 0,
-            admin_bind: IpAddr::from([127, 0, 0, 1]),
+            admin_port: Some(0),
+            admin_bind: Some(IpAddr::from([127, 0, 0, 1])),
         }
     }
 }
@@ -63,12 +74,15 @@ impl From<CheckArgs> for ServeArgs {
 pub struct ServeArgs {
     /// The function app directory (host.json, function_app.py, requirements.txt).
     pub app_dir: PathBuf,
-    /// HTTP port (0 picks a free one; the "listening" log line names it).
-    #[arg(long, default_value_t = 7071)]
-    pub port: u16,
-    /// Address to bind the HTTP listener to.
-    #[arg(long, default_value = "0.0.0.0")]
-    pub bind: IpAddr,
+    /// A TOML config file (keys as in config/sluice.toml); flags and environment win over it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// HTTP port (0 picks a free one; the "listening" log line names it) [default: 7071].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to bind the HTTP listener to [default: 0.0.0.0].
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
     /// Number of Python worker processes (also FUNCTIONS_WORKER_PROCESS_COUNT; max 10).
     #[arg(long)]
     pub workers: Option<usize>,
@@ -88,12 +102,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub worker_config: Option<PathBuf>,
     /// Admin port for /metrics, /healthz and /readyz (0 picks a free one; the
-    /// "admin listening" log line names it).
-    #[arg(long, default_value_t = 9091)]
-    pub admin_port: u16,
-    /// Address to bind the admin listener to (keep it off the public network).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub admin_bind: IpAddr,
+    /// "admin listening" log line names it) [default: 9091].
+    #[arg(long)]
+    pub admin_port: Option<u16>,
+    /// Address to bind the admin listener to (keep it off the public network) [default: 127.0.0.1].
+    #[arg(long)]
+    pub admin_bind: Option<IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +119,11 @@ pub enum ConfigError {
         name: &'static str,
         value: String,
         reason: String,
+    },
+    #[error("config file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
     },
     #[error("cannot read {path}: {source}")]
     Read {
@@ -277,11 +296,18 @@ impl ServeConfig {
             path: args.app_dir.clone(),
             source,
         })?;
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
         let workers = match args.workers {
             Some(n) => check_workers("--workers", n.to_string())?,
             None => match env("FUNCTIONS_WORKER_PROCESS_COUNT") {
                 Some(v) => check_workers("FUNCTIONS_WORKER_PROCESS_COUNT", v)?,
-                None => NonZeroUsize::MIN,
+                None => match file.workers {
+                    Some(n) => check_workers("workers (config file)", n.to_string())?,
+                    None => NonZeroUsize::MIN,
+                },
             },
         };
         let body_limit =
@@ -306,23 +332,34 @@ impl ServeConfig {
                         reason: e.to_string(),
                     }
                 })?,
-                None => 30,
+                None => file.drain_grace_secs.unwrap_or(DEFAULT_DRAIN_GRACE_SECS),
             },
         };
         Ok(ServeConfig {
-            listen: SocketAddr::new(args.bind, args.port),
-            admin: SocketAddr::new(args.admin_bind, args.admin_port),
+            listen: SocketAddr::new(
+                args.bind.or(file.bind).unwrap_or(DEFAULT_BIND),
+                args.port.or(file.port).unwrap_or(DEFAULT_PORT),
+            ),
+            admin: SocketAddr::new(
+                args.admin_bind
+                    .or(file.admin_bind)
+                    .unwrap_or(DEFAULT_ADMIN_BIND),
+                args.admin_port
+                    .or(file.admin_port)
+                    .unwrap_or(DEFAULT_ADMIN_PORT),
+            ),
             workers,
             python: args
                 .python
-                .or_else(|| env("SLUICE_PYTHON").map(PathBuf::from)),
-            secrets_file: args.secrets_file,
+                .or_else(|| env("SLUICE_PYTHON").map(PathBuf::from))
+                .or(file.python),
+            secrets_file: args.secrets_file.or(file.secrets_file),
             host,
             body_limit,
             startup_timeout: Duration::from_secs(180),
             drain_grace: Duration::from_secs(drain_grace),
-            worker_config: args.worker_config,
-            install: if args.no_install {
+            worker_config: args.worker_config.or(file.worker_config),
+            install: if args.no_install || file.no_install == Some(true) {
                 crate::python::Install::Never
             } else {
                 crate::python::Install::Auto
@@ -361,17 +398,46 @@ mod tests {
     fn args(dir: &Path) -> ServeArgs {
         ServeArgs {
             app_dir: dir.to_path_buf(),
-            port: 0,
-            bind: "127.0.0.1".parse().expect("literal"),
+            config: None,
+            port: None,
+            bind: None,
             workers: None,
             python: None,
             secrets_file: None,
             drain_grace: None,
             no_install: false,
             worker_config: None,
-            admin_port: 9091,
-            admin_bind: "127.0.0.1".parse().expect("literal"),
+            admin_port: None,
+            admin_bind: None,
         }
+    }
+
+    #[test]
+    fn file_sits_between_defaults_and_environment_and_flags() {
+        let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let file = dir.join("sluice.toml");
+        std::fs::write(
+            &file,
+            "port = 8080\nworkers = 3\ndrain_grace_secs = 5\nadmin_port = 9999\n",
+        )
+        .expect("write");
+        let mut a = args(&dir);
+        a.config = Some(file.clone());
+        a.admin_port = Some(1234);
+        let env = |k: &str| (k == "FUNCTIONS_WORKER_PROCESS_COUNT").then(|| "2".to_owned());
+        let cfg = ServeConfig::resolve(a, &env).expect("valid");
+        assert_eq!(cfg.listen.port(), 8080, "file over default");
+        assert_eq!(cfg.listen.ip(), DEFAULT_BIND, "default when nobody says");
+        assert_eq!(cfg.workers.get(), 2, "environment over file");
+        assert_eq!(cfg.admin.port(), 1234, "flag over file");
+        assert_eq!(cfg.drain_grace, Duration::from_secs(5));
+        std::fs::write(&file, "portt = 1\n").expect("write");
+        let mut bad = args(&dir);
+        bad.config = Some(file.clone());
+        let err = ServeConfig::resolve(bad, &|_| None).expect_err("unknown key");
+        assert!(err.to_string().contains("sluice.toml"), "{err}");
+        std::fs::remove_dir_all(dir).expect("cleanup");
     }
 
     #[test]
