@@ -20,3 +20,5 @@ cargo clippy --all-targets -- -D warnings
 cargo test --all-targets -- --nocapture
 # Fuzz targets (router, conversion, keys) must build and survive a short bounded run.
 scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-15}"
+# The side-by-side load runner in smoke mode (seconds per configuration), so it cannot rot.
+loadtest/run.sh --smoke
