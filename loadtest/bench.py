@@ -36,8 +36,10 @@ VENV_BIN = Path(sys.executable).parent
 LOGS = HERE / ".logs"
 RESULTS = HERE / "results"
 FIXTURE_APP = HERE / "apps" / "hello_async_sync"
-SLUICE = ROOT / "target" / "release" / "sluice"
-HYPER_HELLO = HERE / "hyper-hello" / "target" / "release" / "hyper-hello"
+# cargo puts both builds under CARGO_TARGET_DIR when it is set (run.sh builds with it).
+_TARGET = os.environ.get("CARGO_TARGET_DIR")
+SLUICE = (Path(_TARGET) if _TARGET else ROOT / "target") / "release" / "sluice"
+HYPER_HELLO = (Path(_TARGET) if _TARGET else HERE / "hyper-hello" / "target") / "release" / "hyper-hello"
 HELLO_BODY = b"Hello, world!"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
