@@ -438,3 +438,23 @@ async fn promtool_accepts_config_and_exposition() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn readyz_fails_until_a_worker_is_ready() -> anyhow::Result<()> {
+    let mut sluice = Sluice::spawn_with(Options::new(app("slow_start")), &Extras::default())?;
+    sluice
+        .wait_until_listening(common::STARTUP_DEADLINE)
+        .await?;
+    let admin = sluice.admin_url("/readyz").await?;
+    // The app sleeps 3 s at import: the first answer comes before any worker is ready.
+    ensure!(
+        !sluice.output_contains("worker ready"),
+        "the worker was ready too early for this test"
+    );
+    ensure!(get_status(&admin).await? == StatusCode::SERVICE_UNAVAILABLE);
+    sluice
+        .wait_for_output("worker ready", common::STARTUP_DEADLINE)
+        .await?;
+    ensure!(get_status(&admin).await? == StatusCode::OK);
+    Ok(())
+}
