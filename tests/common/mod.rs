@@ -75,45 +75,12 @@ pub struct Sluice {
 impl Sluice {
     /// Starts Sluice and waits until it listens and all workers are ready.
     pub async fn start(options: Options) -> anyhow::Result<Self> {
-        let workers = options.workers;
-        let mut sluice = Self::spawn(options)?;
-        sluice.wait_until_ready(workers, STARTUP_DEADLINE).await?;
-        Ok(sluice)
+        Self::start_with(options, &Extras::default()).await
     }
 
     /// Starts Sluice without waiting for anything (for tests of start-up failures).
     pub fn spawn(options: Options) -> anyhow::Result<Self> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command
-            .arg("serve")
-            .arg(&options.app_dir)
-            .args(["--port", "0", "--bind", "127.0.0.1"])
-            // Every test's Sluice gets its own admin port (the default, 9091, is shared).
-            .args(["--admin-port", "0"])
-            .args(["--workers", &options.workers.to_string()]);
-        if let Some(secrets) = &options.secrets_file {
-            command.arg("--secrets-file").arg(secrets);
-        }
-        command
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().context("spawning the sluice binary")?;
-        let lines = Lines::default();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let readers = vec![
-            tokio::spawn(collect_lines(stdout, "stdout", lines.clone())),
-            tokio::spawn(collect_lines(stderr, "stderr", lines.clone())),
-        ];
-        Ok(Self {
-            child,
-            lines,
-            readers,
-            addr: None,
-        })
+        Self::spawn_with(options, &Extras::default())
     }
 
     /// `http://127.0.0.1:PORT` of the running server.
