@@ -20,5 +20,7 @@ cargo clippy --all-targets -- -D warnings
 cargo test --all-targets -- --nocapture
 # Fuzz targets (router, conversion, keys) must build and survive a short bounded run.
 scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-15}"
+# Dockerfile lint and Kubernetes manifests against the Kubernetes schemas (offline after the first run).
+scripts/check-deploy.sh
 # The side-by-side load runner in smoke mode (seconds per configuration), so it cannot rot.
 loadtest/run.sh --smoke
