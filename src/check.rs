@@ -43,6 +43,8 @@ pub async fn run(config: ServeConfig) -> Result<Report, ServeError> {
         launch,
         rpc,
         Arc::new(Pool::default()),
+        // Nothing exports them here; the workers just need somewhere to record.
+        Arc::new(crate::metrics::Metrics::new()),
     ));
     let running = match workers.start().await {
         Ok(running) => running,

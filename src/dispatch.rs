@@ -159,8 +159,9 @@ impl Dispatcher {
             );
             return response;
         }
+        // Kept for the error log only: cloning a Uri shares its bytes, no copy per request.
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        let uri = request.uri().clone();
         match self.invoke(request, function).await {
             Ok(response) => response,
             Err(e) => {
@@ -174,12 +175,12 @@ impl Dispatcher {
                     }
                     InvokeError::Throttled(_) => {
                         self.metrics.throttled();
-                        debug!(%method, %path, error = %e, "request refused")
+                        debug!(%method, path = uri.path(), error = %e, "request refused")
                     }
                     InvokeError::NotFound | InvokeError::Unauthorized => {
-                        debug!(%method, %path, error = %e, "request refused")
+                        debug!(%method, path = uri.path(), error = %e, "request refused")
                     }
-                    _ => warn!(%method, %path, error = %e, "request failed"),
+                    _ => warn!(%method, path = uri.path(), error = %e, "request failed"),
                 }
                 e.into_response()
             }

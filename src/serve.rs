@@ -106,18 +106,17 @@ pub async fn prepare(config: &ServeConfig) -> Result<Prepared, ServeError> {
     .await?;
     let app_site = python::ensure_app_packages(&python, &config.app_dir, config.install).await?;
     let (major, minor, _) = python.version;
+    let python_version = format!("{major}.{minor}");
     let launch = WorkerLaunch {
         python: python.path.clone(),
         worker_dir: worker_env.worker_dir.clone(),
         app_dir: config.app_dir.clone(),
         worker_site: worker_env.site_packages.clone(),
         app_site,
-        python_version: format!("{major}.{minor}"),
         description: match &config.worker_config {
             Some(path) => {
-                let version = format!("{major}.{minor}");
                 let lookup = |name: &str| match name {
-                    "FUNCTIONS_WORKER_RUNTIME_VERSION" => Some(version.clone()),
+                    "FUNCTIONS_WORKER_RUNTIME_VERSION" => Some(python_version.clone()),
                     _ => env(name),
                 };
                 let description = WorkerDescription::load(path, &lookup)?;
@@ -126,6 +125,7 @@ pub async fn prepare(config: &ServeConfig) -> Result<Prepared, ServeError> {
             }
             None => None,
         },
+        python_version,
     };
     Ok(Prepared { python, launch })
 }
@@ -137,6 +137,7 @@ impl Workers {
         launch: WorkerLaunch,
         rpc: RpcServer,
         pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
     ) -> Workers {
         Workers {
             launch,
@@ -146,14 +147,8 @@ impl Workers {
             route_prefix: config.host.route_prefix.clone(),
             startup_timeout: config.startup_timeout,
             function_timeout: config.host.function_timeout,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
         }
-    }
-
-    /// Records into the process's metrics instead of a private, unexported set.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Workers {
-        self.metrics = metrics;
-        self
     }
 }
 
@@ -167,31 +162,19 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     };
 
     let rpc = RpcServer::start().await?;
+    let bind_error = |addr| move |source| ServeError::Bind { addr, source };
     let listener = crate::http::bind(config.listen)
         .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+        .map_err(bind_error(config.listen))?;
+    let addr = listener.local_addr().map_err(bind_error(config.listen))?;
     info!(%addr, app = %config.app_dir.display(), workers = config.workers.get(), "listening");
     // Logged after the public `listening` line: tools take the first `addr=` as the public one.
-    let admin_listener =
-        crate::admin::bind(config.admin)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.admin,
-                source,
-            })?;
+    let admin_listener = crate::admin::bind(config.admin)
+        .await
+        .map_err(bind_error(config.admin))?;
     let admin_addr = admin_listener
         .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: config.admin,
-            source,
-        })?;
+        .map_err(bind_error(config.admin))?;
     info!(addr = %admin_addr, "admin listening");
 
     let pool = Arc::new(Pool::default());
@@ -209,8 +192,13 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         admin_listener,
         Arc::new(admin),
     )));
-    let workers =
-        Arc::new(Workers::new(&config, launch, rpc, pool.clone()).with_metrics(metrics.clone()));
+    let workers = Arc::new(Workers::new(
+        &config,
+        launch,
+        rpc,
+        pool.clone(),
+        metrics.clone(),
+    ));
     let dispatcher = Arc::new(Dispatcher {
         pool: pool.clone(),
         catalog: workers.catalog.clone(),
