@@ -46,8 +46,8 @@ impl RpcServer {
         let service = FunctionRpcServer::new(Service {
             waiters: waiters.clone(),
         })
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+        .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(super::MAX_MESSAGE_BYTES);
         let incoming = TcpListenerStream::new(listener);
         tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
