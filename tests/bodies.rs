@@ -9,7 +9,7 @@ mod mem;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::ensure;
+use anyhow::{Context, ensure};
 use common::{Extras, Options, Sluice, client, random_bytes};
 use mem::{MIB, peak_over, raw_request, read_response, sha256_hex, start_peak, write_chunked};
 use tokio::io::AsyncWriteExt;
@@ -97,6 +97,32 @@ async fn a_100_mb_response_body_arrives_byte_exact_within_3x_host_memory() -> an
         "host peak grew {} MiB for a 100 MiB body",
         peak >> 20
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn workers_are_told_the_same_grpc_message_bound_the_host_applies() -> anyhow::Result<()> {
+    let sluice = start(Extras::default()).await?;
+    let ready = sluice.output_lines_containing("worker ready");
+    let pid: u32 = ready
+        .first()
+        .and_then(|l| l.split("pid=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("worker ready line with pid")?
+        .parse()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let bound = i32::MAX.to_string();
+    for flag in [
+        "--grpcMaxMessageLength",
+        "--functions-grpc-max-message-length",
+    ] {
+        let at = args.iter().position(|a| a == flag).context(flag)?;
+        assert_eq!(args.get(at + 1), Some(&bound), "{flag} in {args:?}");
+    }
     Ok(())
 }
 
