@@ -138,7 +138,9 @@ class Dispatcher:
         if response.result.status == protos.StatusResult.Success:
             self._runtime.start_threadpool_executor()
         if "HttpUri" in response.capabilities:
-            route_http_server_logs()
+            # The server task configures uvicorn's logging on its first step, which is
+            # already queued on the loop: re-route right after it.
+            self._loop.call_soon(route_http_server_logs)
         self._reply(message, worker_init_response=response)
 
     async def _on_functions_metadata_request(self, message) -> None:
