@@ -26,6 +26,12 @@ async fn start(extras: Extras) -> anyhow::Result<Sluice> {
         "the worker did not advertise HttpUri:\n{}",
         sluice.output_tail()
     );
+    // The http-v2 extension is the platform's supported kind, not an ignored worker extension.
+    assert!(
+        !sluice.output_contains("worker extensions"),
+        "{}",
+        sluice.output_tail()
+    );
     Ok(sluice)
 }
 
