@@ -101,6 +101,7 @@ impl InvokeError {
             InvokeError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
             InvokeError::Proxy(ProxyError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             InvokeError::Proxy(ProxyError::ClientBody(_)) => StatusCode::BAD_REQUEST,
+            InvokeError::Proxy(ProxyError::BodyStalled(_)) => StatusCode::REQUEST_TIMEOUT,
             // The worker's server cannot be reached: as good as a lost worker.
             InvokeError::Proxy(ProxyError::Connect { .. }) => StatusCode::BAD_GATEWAY,
             // The platform fails the invocation ("Failed to proxy request"): a 500.
@@ -150,7 +151,8 @@ impl InvokeError {
                 );
             }
             // The rest of a stalled body is unread: this connection cannot be reused.
-            InvokeError::BodyTimeout(_) | InvokeError::Proxy(ProxyError::BodyTooLarge { .. }) => {
+            InvokeError::BodyTimeout(_)
+            | InvokeError::Proxy(ProxyError::BodyTooLarge { .. } | ProxyError::BodyStalled(_)) => {
                 response.headers_mut().insert(
                     header::CONNECTION,
                     header::HeaderValue::from_static("close"),
@@ -291,7 +293,7 @@ impl Dispatcher {
         let invocation_id = uuid::Uuid::new_v4().to_string();
         let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
         let forwarded = async {
-            let body = Limited::new(body, limit);
+            let body = proxy::IdleTimeout::new(Limited::new(body, limit), BODY_IDLE_TIMEOUT);
             Ok::<_, InvokeError>(
                 proxy::forward(&target, &invocation_id, parts, body, self.body_limit).await?,
             )
