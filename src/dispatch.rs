@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, error, warn};
 
-use crate::admission::{Admission, Throttled};
+use crate::admission::{Admission, Throttled, Ticket};
 use crate::body::{self, Body};
 use crate::budget::{BodyBudget, OverBudget, Reservation};
 use crate::convert::{self, ConvertError};
@@ -254,7 +254,7 @@ impl Dispatcher {
         let params = hit.params;
         let waiting = Instant::now();
         let queued = self.metrics.queued();
-        let _ticket = self.admission.admit().await?;
+        let ticket = self.admission.admit().await?;
         drop(queued);
         self.metrics.queue_waited(waiting.elapsed());
 
@@ -264,8 +264,9 @@ impl Dispatcher {
         }
         let lease = self.pool.pick()?;
         if let Some(target) = lease.session().http().cloned() {
+            let held = (lease, ticket);
             return self
-                .forward(function, params, parts, body, lease, target)
+                .forward(function, params, parts, body, held, target)
                 .await;
         }
         let (body, reservation) = self.read_body(&parts, body).await?;
@@ -287,7 +288,7 @@ impl Dispatcher {
         params: Vec<(String, String)>,
         parts: http::request::Parts,
         body: Incoming,
-        lease: Lease,
+        (lease, ticket): (Lease, Ticket),
         target: WorkerHttp,
     ) -> Result<Response<Body>, InvokeError> {
         let invocation_id = uuid::Uuid::new_v4().to_string();
@@ -308,7 +309,11 @@ impl Dispatcher {
         // never completes the HTTP side, and a failed forward leaves the function waiting.
         let (response, _) = tokio::try_join!(forwarded, invoked)?;
         let (parts, incoming) = response.into_parts();
-        Ok(Response::from_parts(parts, body::streamed(incoming, lease)))
+        // The request stays outstanding (host.json throttles) until its body ends.
+        Ok(Response::from_parts(
+            parts,
+            body::streamed(incoming, (lease, ticket)),
+        ))
     }
 
     /// One InvocationRequest on the leased worker, under `functionTimeout`; a result
