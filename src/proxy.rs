@@ -83,6 +83,17 @@ impl WorkerHttp {
         })
     }
 
+    /// From a worker's WorkerInit capabilities: `HttpUri` (sent with
+    /// `RequiresRouteParameters`, which the platform's runtime always adds beside it).
+    pub fn from_capabilities(
+        capabilities: &std::collections::HashMap<String, String>,
+    ) -> Result<Option<WorkerHttp>, ProxyError> {
+        capabilities
+            .get("HttpUri")
+            .map(|uri| WorkerHttp::parse(uri))
+            .transpose()
+    }
+
     pub fn authority(&self) -> &str {
         &self.authority
     }

@@ -160,7 +160,14 @@ impl Session {
         };
         check(&worker, "to initialise", init.result.as_ref())?;
         let answers_pings = init.capabilities.contains_key("WorkerStatus");
-        let http = http_capability(&worker, &init.capabilities)?;
+        let http =
+            WorkerHttp::from_capabilities(&init.capabilities).map_err(|e| RpcError::Protocol {
+                worker: worker.clone(),
+                reason: e.to_string(),
+            })?;
+        if let Some(http) = &http {
+            info!(worker = %worker, uri = %http.authority(), "the app streams HTTP (http-v2): requests are forwarded to the worker's HTTP server");
+        }
         let runtime = RuntimeInfo::reported(init.worker_metadata.as_ref());
         info!(
             worker = %worker,
@@ -503,23 +510,6 @@ impl Steps<'_> {
                 timeout: self.timeout,
             })?
     }
-}
-
-/// The `HttpUri` capability (with `RequiresRouteParameters`, which the platform's
-/// runtime always sends beside it), parsed once at start-up.
-fn http_capability(
-    worker: &str,
-    capabilities: &HashMap<String, String>,
-) -> Result<Option<WorkerHttp>, RpcError> {
-    let Some(uri) = capabilities.get("HttpUri") else {
-        return Ok(None);
-    };
-    let http = WorkerHttp::parse(uri).map_err(|e| RpcError::Protocol {
-        worker: worker.to_owned(),
-        reason: e.to_string(),
-    })?;
-    info!(worker = %worker, uri = %uri, "the app streams HTTP (http-v2): requests are forwarded to the worker's HTTP server");
-    Ok(Some(http))
 }
 
 /// PEP 440 pre-release or development version (`1.1.0b4`, `1.0.0rc1`, `1.0.0.dev0`).
