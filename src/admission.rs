@@ -11,7 +11,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The gate every function request passes before it is dispatched.
 pub struct Admission {
-    outstanding: AtomicUsize,
+    /// Shared with every [`Ticket`], so a ticket can outlive the call that took it (a
+    /// streamed response keeps its request outstanding until its body ends).
+    outstanding: Arc<AtomicUsize>,
     max_outstanding: usize,
     /// `None` when concurrency is unbounded.
     concurrency: Option<Arc<Semaphore>>,
@@ -25,21 +27,21 @@ pub struct Throttled {
 }
 
 /// A request counted as outstanding; dropping it releases its place.
-pub struct Ticket<'a> {
-    admission: &'a Admission,
+pub struct Ticket {
+    outstanding: Arc<AtomicUsize>,
     _running: Option<OwnedSemaphorePermit>,
 }
 
-impl Drop for Ticket<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
-        self.admission.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Admission {
     pub fn new(max_concurrent: Option<usize>, max_outstanding: usize) -> Admission {
         Admission {
-            outstanding: AtomicUsize::new(0),
+            outstanding: Arc::new(AtomicUsize::new(0)),
             max_outstanding,
             concurrency: max_concurrent.map(|n| Arc::new(Semaphore::new(n))),
         }
@@ -47,10 +49,10 @@ impl Admission {
 
     /// Counts the request as outstanding (or refuses it), then waits for an execution
     /// slot when concurrency is bounded. Dropping the future while it waits frees its place.
-    pub async fn admit(&self) -> Result<Ticket<'_>, Throttled> {
+    pub async fn admit(&self) -> Result<Ticket, Throttled> {
         let previous = self.outstanding.fetch_add(1, Ordering::AcqRel);
         let mut ticket = Ticket {
-            admission: self,
+            outstanding: self.outstanding.clone(),
             _running: None,
         };
         if previous >= self.max_outstanding {

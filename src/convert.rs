@@ -6,9 +6,9 @@
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, SET_COOKIE};
 use http::{Response, StatusCode};
-use http_body_util::Full;
 use std::collections::HashMap;
 
+use crate::body::{self, Body};
 use crate::functions::HttpOutput;
 use crate::proto::rpc_http_cookie::SameSite;
 use crate::proto::typed_data::Data;
@@ -64,6 +64,15 @@ pub fn to_rpc_http(
     }
 }
 
+/// The request as the host hands it to an http-v2 worker: route parameters only (the
+/// request itself is forwarded over HTTP).
+pub fn route_params_only(params: Vec<(String, String)>) -> RpcHttp {
+    RpcHttp {
+        params: params.into_iter().collect(),
+        ..Default::default()
+    }
+}
+
 /// Decoded query: `+` is a space, repeated keys are joined with commas, and keys whose
 /// value is empty are dropped (as the host does).
 pub fn parse_query(raw: Option<&str>) -> HashMap<String, String> {
@@ -95,7 +104,7 @@ fn form_decode(s: &str) -> String {
 pub fn to_response(
     response: InvocationResponse,
     output: &HttpOutput,
-) -> Result<Response<Full<Bytes>>, ConvertError> {
+) -> Result<Response<Body>, ConvertError> {
     let data = match output {
         HttpOutput::Return => response.return_value.and_then(|t| t.data),
         HttpOutput::Named(name) => response
@@ -119,12 +128,8 @@ pub fn to_response(
     }
 }
 
-fn simple(
-    status: StatusCode,
-    content_type: Option<&'static str>,
-    body: Bytes,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+fn simple(status: StatusCode, content_type: Option<&'static str>, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(body::full(body));
     *response.status_mut() = status;
     if let Some(ct) = content_type {
         response
@@ -157,7 +162,7 @@ fn body_bytes(body: Option<TypedData>) -> Bytes {
     }
 }
 
-fn from_rpc_http(http: RpcHttp) -> Result<Response<Full<Bytes>>, ConvertError> {
+fn from_rpc_http(http: RpcHttp) -> Result<Response<Body>, ConvertError> {
     let status = if http.status_code.trim().is_empty() {
         StatusCode::OK
     } else {
@@ -168,7 +173,7 @@ fn from_rpc_http(http: RpcHttp) -> Result<Response<Full<Bytes>>, ConvertError> {
             .and_then(|s| StatusCode::from_u16(s).ok())
             .ok_or_else(|| ConvertError::Status(http.status_code.clone()))?
     };
-    let mut response = Response::new(Full::new(body_bytes(http.body.map(|b| *b))));
+    let mut response = Response::new(body::full(body_bytes(http.body.map(|b| *b))));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     for (name, value) in http.headers {
@@ -320,7 +325,7 @@ mod tests {
         assert_eq!(http.url, "http://localhost/");
     }
 
-    async fn body_of(r: Response<Full<Bytes>>) -> Bytes {
+    async fn body_of(r: Response<Body>) -> Bytes {
         r.into_body().collect().await.expect("full body").to_bytes()
     }
 

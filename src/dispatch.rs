@@ -6,21 +6,25 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, error, warn};
 
-use crate::admission::{Admission, Throttled};
+use crate::admission::{Admission, Throttled, Ticket};
+use crate::body::{self, Body};
+use crate::budget::{BodyBudget, OverBudget, Reservation};
 use crate::convert::{self, ConvertError};
-use crate::functions::Catalog;
+use crate::functions::{Catalog, FunctionInfo};
 use crate::keys::KeyStore;
 use crate::metrics::{FunctionName, HttpMethod, Metrics};
-use crate::pool::{Pool, PoolError};
+use crate::pool::{Lease, Pool, PoolError};
+use crate::proto::InvocationResponse;
 use crate::proto::status_result::Status as RpcStatus;
 use crate::proto::typed_data::Data;
 use crate::proto::{ParameterBinding, TypedData, parameter_binding::RpcData};
+use crate::proxy::{self, ProxyError, WorkerHttp};
 use crate::rpc::session::InvokeFailure;
 
 /// Shown for `GET /`, like the platform host's home page (health probes rely on a 200).
@@ -34,6 +38,8 @@ pub struct Dispatcher {
     pub catalog: Arc<OnceLock<Catalog>>,
     pub keys: KeyStore,
     pub body_limit: u64,
+    /// Request bodies held in memory at once, across requests.
+    pub body_budget: BodyBudget,
     /// How long a request waits for the first worker to become ready.
     pub startup_timeout: Duration,
     pub admission: Admission,
@@ -44,6 +50,12 @@ pub struct Dispatcher {
 
 /// A request body that stalls this long between chunks is abandoned (slow client).
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A chunked body (size unknown) reserves budget in steps of at least this much.
+const BUDGET_STEP: u64 = 1 << 20;
+
+/// Sent with a 503 for a body over the budget: bodies in memory drain within seconds.
+const RETRY_AFTER_SECS: &str = "1";
 
 /// Why a request got no function response.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +72,10 @@ pub enum InvokeError {
     BodyTimeout(Duration),
     #[error(transparent)]
     Throttled(#[from] Throttled),
+    #[error(transparent)]
+    OverBudget(#[from] OverBudget),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
     #[error("function {function} timed out after {timeout:?}")]
     FunctionTimeout { function: String, timeout: Duration },
     #[error(transparent)]
@@ -82,6 +98,16 @@ impl InvokeError {
             InvokeError::BadBody(_) => StatusCode::BAD_REQUEST,
             InvokeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             InvokeError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            InvokeError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
+            InvokeError::Proxy(ProxyError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            InvokeError::Proxy(ProxyError::ClientBody(_)) => StatusCode::BAD_REQUEST,
+            InvokeError::Proxy(ProxyError::BodyStalled(_)) => StatusCode::REQUEST_TIMEOUT,
+            // The worker's server cannot be reached: as good as a lost worker.
+            InvokeError::Proxy(ProxyError::Connect { .. }) => StatusCode::BAD_GATEWAY,
+            // The platform fails the invocation ("Failed to proxy request"): a 500.
+            InvokeError::Proxy(ProxyError::Forward(_) | ProxyError::BadUri(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             // The platform's FunctionTimeoutException surfaces as a 500.
             InvokeError::FunctionTimeout { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             InvokeError::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -98,15 +124,18 @@ impl InvokeError {
     /// (overload, lost worker) carry a short reason.
     fn body(&self) -> Bytes {
         match self {
-            InvokeError::Pool(_) | InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => {
+            InvokeError::Pool(_)
+            | InvokeError::OverBudget(_)
+            | InvokeError::Proxy(ProxyError::Connect { .. })
+            | InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => {
                 Bytes::from(self.to_string())
             }
             _ => Bytes::new(),
         }
     }
 
-    fn into_response(self) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::new(self.body()));
+    fn into_response(self) -> Response<Body> {
+        let mut response = Response::new(body::full(self.body()));
         *response.status_mut() = self.status();
         match self {
             // The host's throttle tells the scale controller more instances are needed.
@@ -115,8 +144,15 @@ impl InvokeError {
                     .headers_mut()
                     .insert("x-function-scaleout", header::HeaderValue::from_static("1"));
             }
+            InvokeError::OverBudget(_) => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
             // The rest of a stalled body is unread: this connection cannot be reused.
-            InvokeError::BodyTimeout(_) => {
+            InvokeError::BodyTimeout(_)
+            | InvokeError::Proxy(ProxyError::BodyTooLarge { .. } | ProxyError::BodyStalled(_)) => {
                 response.headers_mut().insert(
                     header::CONNECTION,
                     header::HeaderValue::from_static("close"),
@@ -129,7 +165,7 @@ impl InvokeError {
 }
 
 impl Dispatcher {
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let guard = self.metrics.request_started();
         let method = request.method().clone();
@@ -150,9 +186,9 @@ impl Dispatcher {
         &self,
         request: Request<Incoming>,
         function: &mut FunctionName,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<Body> {
         if request.uri().path() == "/" && matches!(*request.method(), Method::GET | Method::HEAD) {
-            let mut response = Response::new(Full::new(Bytes::from_static(HOME_PAGE.as_bytes())));
+            let mut response = Response::new(body::full(Bytes::from_static(HOME_PAGE.as_bytes())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/html"),
@@ -173,6 +209,10 @@ impl Dispatcher {
                         self.metrics.function_timed_out();
                         error!(function = %function, ?timeout, "function timed out; its worker will be recycled")
                     }
+                    InvokeError::OverBudget(_) => {
+                        self.metrics.body_budget_rejected();
+                        warn!(%method, path = uri.path(), error = %e, "request refused")
+                    }
                     InvokeError::Throttled(_) => {
                         self.metrics.throttled();
                         debug!(%method, path = uri.path(), error = %e, "request refused")
@@ -191,7 +231,7 @@ impl Dispatcher {
         &self,
         request: Request<Incoming>,
         routed: &mut FunctionName,
-    ) -> Result<Response<Full<Bytes>>, InvokeError> {
+    ) -> Result<Response<Body>, InvokeError> {
         let catalog = match self.catalog.get() {
             Some(c) => c,
             None => {
@@ -214,22 +254,86 @@ impl Dispatcher {
         let params = hit.params;
         let waiting = Instant::now();
         let queued = self.metrics.queued();
-        let _ticket = self.admission.admit().await?;
+        let ticket = self.admission.admit().await?;
         drop(queued);
         self.metrics.queue_waited(waiting.elapsed());
 
         let (parts, body) = request.into_parts();
-        let body = self.read_body(&parts, body).await?;
+        if declared_length(&parts).is_some_and(|n| n > self.body_limit) {
+            return Err(self.too_large());
+        }
+        let lease = self.pool.pick()?;
+        if let Some(target) = lease.session().http().cloned() {
+            let held = (lease, ticket);
+            return self
+                .forward(function, params, parts, body, held, target)
+                .await;
+        }
+        let (body, reservation) = self.read_body(&parts, body).await?;
         let rpc_http = convert::to_rpc_http(&parts, body, params);
+        let response = self
+            .run(function, &lease, uuid::Uuid::new_v4().to_string(), rpc_http)
+            .await?;
+        // The request body (and its encoded copy) are gone once the worker answered.
+        drop((lease, reservation));
+        Ok(convert::to_response(response, &function.output)?)
+    }
+
+    /// An http-v2 function: the raw request is forwarded to the worker's HTTP server
+    /// while the InvocationRequest (route parameters only) goes over gRPC; the worker's
+    /// response streams back once both have answered, as the platform does.
+    async fn forward(
+        &self,
+        function: &FunctionInfo,
+        params: Vec<(String, String)>,
+        parts: http::request::Parts,
+        body: Incoming,
+        (lease, ticket): (Lease, Ticket),
+        target: WorkerHttp,
+    ) -> Result<Response<Body>, InvokeError> {
+        let invocation_id = uuid::Uuid::new_v4().to_string();
+        let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
+        let forwarded = async {
+            let body = proxy::IdleTimeout::new(Limited::new(body, limit), BODY_IDLE_TIMEOUT);
+            Ok::<_, InvokeError>(
+                proxy::forward(&target, &invocation_id, parts, body, self.body_limit).await?,
+            )
+        };
+        let invoked = self.run(
+            function,
+            &lease,
+            invocation_id.clone(),
+            convert::route_params_only(params),
+        );
+        // A failure on either side ends the request at once: a function that raised
+        // never completes the HTTP side, and a failed forward leaves the function waiting.
+        let (response, _) = tokio::try_join!(forwarded, invoked)?;
+        let (parts, incoming) = response.into_parts();
+        // The request stays outstanding (host.json throttles) until its body ends.
+        Ok(Response::from_parts(
+            parts,
+            body::streamed(incoming, (lease, ticket)),
+        ))
+    }
+
+    /// One InvocationRequest on the leased worker, under `functionTimeout`; a result
+    /// other than Success is an error.
+    async fn run(
+        &self,
+        function: &FunctionInfo,
+        lease: &Lease,
+        invocation_id: String,
+        rpc_http: crate::proto::RpcHttp,
+    ) -> Result<InvocationResponse, InvokeError> {
         let input = vec![ParameterBinding {
             name: function.trigger_param.clone(),
             rpc_data: Some(RpcData::Data(TypedData {
                 data: Some(Data::Http(Box::new(rpc_http))),
             })),
         }];
-
-        let lease = self.pool.pick()?;
-        let invocation = lease.session().invoke(&function.name, input);
+        let invocation = lease
+            .session()
+            .invoke_as(invocation_id, &function.name, input);
         let invoked = Instant::now();
         let outcome = match self.function_timeout {
             None => Ok(invocation.await),
@@ -250,7 +354,6 @@ impl Dispatcher {
                 });
             }
         };
-        drop(lease);
         let result = response.result.take().unwrap_or_default();
         if result.status != RpcStatus::Success as i32 {
             let message = match result.exception {
@@ -262,52 +365,83 @@ impl Dispatcher {
                 message,
             });
         }
-        Ok(convert::to_response(response, &function.output)?)
+        Ok(response)
     }
 
-    /// The whole body, refusing at once when Content-Length announces more than the
-    /// limit and stopping as soon as a chunked body crosses it.
+    fn too_large(&self) -> InvokeError {
+        InvokeError::PayloadTooLarge {
+            limit: self.body_limit,
+        }
+    }
+
+    /// The whole body in one buffer, with its place in the body budget. Refuses at once
+    /// when `Content-Length` announces more than the limit and stops as soon as a
+    /// chunked body crosses it. A body that arrives as one chunk is passed on as is;
+    /// otherwise it is gathered into one buffer sized from `Content-Length` (one copy,
+    /// which the gRPC message needs anyway).
     async fn read_body(
         &self,
         parts: &http::request::Parts,
         body: Incoming,
-    ) -> Result<Bytes, InvokeError> {
-        let too_large = InvokeError::PayloadTooLarge {
-            limit: self.body_limit,
-        };
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.body_limit) {
-            return Err(too_large);
-        }
+    ) -> Result<(Bytes, Reservation), InvokeError> {
+        let declared = declared_length(parts);
+        let mut reservation = self.body_budget.reserve(declared.unwrap_or(0))?;
         let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
         let mut body = Limited::new(body, limit);
-        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut first: Option<Bytes> = None;
+        let mut gathered: Option<BytesMut> = None;
         loop {
             let frame = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame())
                 .await
                 .map_err(|_| InvokeError::BodyTimeout(BODY_IDLE_TIMEOUT))?;
-            match frame {
+            let data = match frame {
                 None => break,
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        chunks.push(data);
-                    }
-                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
                 Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Err(too_large);
+                    return Err(self.too_large());
                 }
                 Some(Err(e)) => return Err(InvokeError::BadBody(e.to_string())),
+            };
+            let so_far = first.as_ref().map_or(0, Bytes::len)
+                + gathered.as_ref().map_or(0, BytesMut::len)
+                + data.len();
+            let so_far = so_far as u64;
+            if so_far > reservation.bytes() {
+                // Only a chunked body (or one longer than announced) gets here.
+                let step = so_far.max(reservation.bytes() + BUDGET_STEP);
+                self.body_budget
+                    .grow(&mut reservation, step.min(self.body_limit))?;
+            }
+            match (&mut first, &mut gathered) {
+                (None, None) => first = Some(data),
+                (Some(head), None) => {
+                    let capacity = declared.unwrap_or(so_far) as usize;
+                    let mut buffer = BytesMut::with_capacity(capacity.max(head.len() + data.len()));
+                    buffer.extend_from_slice(head);
+                    buffer.extend_from_slice(&data);
+                    first = None;
+                    gathered = Some(buffer);
+                }
+                (_, Some(buffer)) => buffer.extend_from_slice(&data),
             }
         }
-        // One chunk (the common case) is passed on without a copy.
-        Ok(match chunks.len() {
-            0 => Bytes::new(),
-            1 => chunks.swap_remove(0),
-            _ => Bytes::from(chunks.concat()),
-        })
+        let bytes = match (first, gathered) {
+            (Some(one), _) => one,
+            (None, Some(buffer)) => buffer.freeze(),
+            (None, None) => Bytes::new(),
+        };
+        Ok((bytes, reservation))
     }
+}
+
+/// The body length the client announced, if any.
+fn declared_length(parts: &http::request::Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }

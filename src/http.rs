@@ -18,9 +18,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use crate::body::{self, Body};
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -155,7 +154,7 @@ async fn serve_with<H, F>(
     mut drain: watch::Receiver<bool>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
 {
     let builder = Arc::new(builder(&limits));
     let max_connections = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
@@ -239,7 +238,7 @@ async fn serve_connection<H, F>(
     mut drain: watch::Receiver<bool>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
 {
     if let Err(error) = stream.set_nodelay(true) {
         debug!(%peer, %error, "cannot set TCP_NODELAY");
@@ -303,10 +302,10 @@ async fn handle<H, F>(
     handler: &H,
     request: Request<Incoming>,
     drain: &watch::Receiver<bool>,
-) -> Response<Full<Bytes>>
+) -> Response<Body>
 where
     H: Fn(Request<Incoming>) -> F,
-    F: Future<Output = Response<Full<Bytes>>>,
+    F: Future<Output = Response<Body>>,
 {
     let version = request.version();
     let mut response = match check_path(request.uri().path()) {
@@ -350,8 +349,8 @@ pub(crate) fn check_path(path: &str) -> Result<(), PathError> {
 }
 
 /// The 400 answer for a path that cannot be decoded.
-fn bad_path(error: PathError) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(error.to_string())));
+fn bad_path(error: PathError) -> Response<Body> {
+    let mut response = Response::new(body::full(error.to_string()));
     *response.status_mut() = StatusCode::BAD_REQUEST;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -649,7 +648,7 @@ mod tests {
     ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>)
     where
         H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
     {
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -658,8 +657,8 @@ mod tests {
         (addr, drain, server)
     }
 
-    async fn ok(_request: Request<Incoming>) -> Response<Full<Bytes>> {
-        Response::new(Full::new(Bytes::from_static(b"ok")))
+    async fn ok(_request: Request<Incoming>) -> Response<Body> {
+        Response::new(body::full(bytes::Bytes::from_static(b"ok")))
     }
 
     const DEADLINE: Duration = Duration::from_secs(5);

@@ -12,8 +12,12 @@
 //! - [`router`]: pure matching of (method, path) to a function, its route params and auth level.
 //! - [`keys`]: the host secrets file and the key check for an auth level.
 //! - [`admission`]: the host.json throttles (429 beyond max outstanding, a bounded execution queue).
+//! - [`budget`]: the body budget (request bodies held in memory at once; 503 beyond it).
 //! - [`dispatch`]: route → auth → pool → rpc for one request; maps every failure to one status.
 //! - [`convert`]: every HTTP ⇄ `RpcHttp` conversion.
+//! - [`proxy`]: http-v2 apps: the raw request forwarded to the worker's own HTTP server,
+//!   its response streamed back.
+//! - [`body`]: the response body type (bytes in memory, or a relayed stream).
 //! - [`pool`]: which workers are ready and how loaded; picks one.
 //! - [`rpc`]: the `FunctionRpc.EventStream` server and one session per worker.
 //! - [`lifecycle`]: worker slots: start, health pings, recycle, restart with backoff.
@@ -26,6 +30,8 @@
 pub mod admin;
 pub mod admission;
 pub mod app;
+pub mod body;
+pub mod budget;
 pub mod check;
 pub mod config;
 pub mod convert;
@@ -37,6 +43,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod pool;
 pub mod proto;
+pub mod proxy;
 pub mod python;
 pub mod router;
 pub mod rpc;

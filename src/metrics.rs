@@ -228,6 +228,7 @@ pub struct Metrics {
     in_flight: Gauge,
     queued: Gauge,
     throttled: Counter,
+    body_budget_rejections: Counter,
     function_timeouts: Counter,
     client_disconnects: Counter,
     workers: Family<WorkerLabels, Gauge>,
@@ -275,6 +276,7 @@ impl Metrics {
             in_flight: Gauge::default(),
             queued: Gauge::default(),
             throttled: Counter::default(),
+            body_budget_rejections: Counter::default(),
             function_timeouts: Counter::default(),
             client_disconnects: Counter::default(),
             workers,
@@ -331,6 +333,11 @@ impl Metrics {
             "sluice_throttled",
             "Requests refused with 429 (maxOutstandingRequests reached)",
             m.throttled.clone(),
+        );
+        r.register(
+            "sluice_body_budget_rejections",
+            "Requests refused with 503 because their body did not fit the body budget",
+            m.body_budget_rejections.clone(),
         );
         r.register(
             "sluice_function_timeouts",
@@ -442,6 +449,10 @@ impl Metrics {
 
     pub fn throttled(&self) {
         self.throttled.inc();
+    }
+
+    pub fn body_budget_rejected(&self) {
+        self.body_budget_rejections.inc();
     }
 
     pub fn function_timed_out(&self) {

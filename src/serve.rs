@@ -204,6 +204,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         catalog: workers.catalog.clone(),
         keys,
         body_limit: config.body_limit,
+        body_budget: crate::budget::BodyBudget::new(config.body_budget),
         startup_timeout: config.startup_timeout,
         admission: Admission::new(
             config.host.max_concurrent_requests,

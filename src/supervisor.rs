@@ -11,9 +11,6 @@ use tracing::{info, warn};
 
 use crate::worker_config::WorkerDescription;
 
-/// Platform default: the host ignores the flag's value and always allows int.MaxValue.
-const GRPC_MAX_MESSAGE_LENGTH: &str = "2147483647";
-
 /// How to launch one worker.
 #[derive(Debug, Clone)]
 pub struct WorkerLaunch {
@@ -59,6 +56,8 @@ impl WorkerLaunch {
     pub fn spawn(&self, worker_id: &str, grpc_port: u16) -> Result<WorkerProcess, SupervisorError> {
         let request_id = uuid::Uuid::new_v4().to_string();
         let port = grpc_port.to_string();
+        // The same bound the host's server applies (the platform passes int.MaxValue).
+        let max_message = crate::rpc::MAX_MESSAGE_BYTES.to_string();
         let uri = format!("http://127.0.0.1:{grpc_port}/");
         // The platform's order: executable, its arguments, worker path, worker arguments,
         // then the transport flags (both the classic and the prefixed forms).
@@ -80,14 +79,11 @@ impl WorkerLaunch {
         }
         cmd.args(["--host", "127.0.0.1", "--port", &port])
             .args(["--workerId", worker_id, "--requestId", &request_id])
-            .args(["--grpcMaxMessageLength", GRPC_MAX_MESSAGE_LENGTH])
+            .args(["--grpcMaxMessageLength", &max_message])
             .args(["--functions-uri", &uri])
             .args(["--functions-worker-id", worker_id])
             .args(["--functions-request-id", &request_id])
-            .args([
-                "--functions-grpc-max-message-length",
-                GRPC_MAX_MESSAGE_LENGTH,
-            ])
+            .args(["--functions-grpc-max-message-length", &max_message])
             .current_dir(&self.app_dir)
             .env("FUNCTIONS_WORKER_DIRECTORY", worker_directory)
             .env("FUNCTIONS_APPLICATION_DIRECTORY", &self.app_dir)

@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub worker_config: Option<PathBuf>,
     pub admin_port: Option<u16>,
     pub admin_bind: Option<IpAddr>,
+    pub body_limit_bytes: Option<u64>,
+    pub body_budget_bytes: Option<u64>,
 }
 
 impl FileConfig {
@@ -66,6 +68,14 @@ mod tests {
         assert_eq!(
             documented.admin_bind,
             Some(super::super::DEFAULT_ADMIN_BIND)
+        );
+        assert_eq!(
+            documented.body_limit_bytes,
+            Some(super::super::DEFAULT_BODY_LIMIT)
+        );
+        assert_eq!(
+            documented.body_budget_bytes,
+            Some(super::super::DEFAULT_BODY_BUDGET)
         );
     }
 

@@ -23,6 +23,13 @@ pub const DEFAULT_DRAIN_GRACE_SECS: u64 = 30;
 pub const MAX_WORKERS: usize = 10;
 /// Platform default request body limit (Kestrel's MaxRequestBodySize), 100 MB.
 pub const DEFAULT_BODY_LIMIT: u64 = 104_857_600;
+/// Default body budget: request bodies held in memory at once, 512 MiB (five bodies at
+/// the default limit).
+pub const DEFAULT_BODY_BUDGET: u64 = 512 * 1024 * 1024;
+/// A body must fit one gRPC message with room for the rest of the invocation.
+pub const MAX_BODY_LIMIT: u64 = crate::rpc::MAX_MESSAGE_BYTES as u64 - MESSAGE_HEADROOM;
+/// Room in a gRPC message for everything but the body (headers, query, metadata).
+const MESSAGE_HEADROOM: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "Serve Azure Functions Python apps")]
@@ -66,6 +73,7 @@ impl From<CheckArgs> for ServeArgs {
             worker_config: None,
             admin_port: Some(0),
             admin_bind: Some(IpAddr::from([127, 0, 0, 1])),
+            body_budget: None,
         }
     }
 }
@@ -108,6 +116,10 @@ pub struct ServeArgs {
     /// Address to bind the admin listener to (keep it off the public network) [default: 127.0.0.1].
     #[arg(long)]
     pub admin_bind: Option<IpAddr>,
+    /// Bytes of request bodies held in memory at once; a body beyond it is answered 503
+    /// with Retry-After [default: 536870912 = 512 MiB; env SLUICE_BODY_BUDGET].
+    #[arg(long)]
+    pub body_budget: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +161,8 @@ pub struct ServeConfig {
     pub secrets_file: Option<PathBuf>,
     pub host: HostJson,
     pub body_limit: u64,
+    /// Request bodies held in memory at once, in bytes (≥ `body_limit`).
+    pub body_budget: u64,
     /// How long a request waits for the first ready worker, and how long a worker may
     /// take from launch to ready (platform: 60 s to connect + 2 min to initialise).
     pub startup_timeout: Duration,
@@ -310,17 +324,33 @@ impl ServeConfig {
                 },
             },
         };
-        let body_limit =
-            match env("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT") {
-                Some(v) => v.trim().parse().map_err(|e: std::num::ParseIntError| {
-                    ConfigError::BadSetting {
-                        name: "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",
-                        value: v.clone(),
-                        reason: e.to_string(),
-                    }
-                })?,
-                None => DEFAULT_BODY_LIMIT,
-            };
+        let body_limit = match env("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT") {
+            Some(v) => parse_bytes("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", v)?,
+            None => file.body_limit_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
+        };
+        if body_limit > MAX_BODY_LIMIT {
+            return Err(ConfigError::BadSetting {
+                name: "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",
+                value: body_limit.to_string(),
+                reason: format!("bodies travel in one gRPC message: at most {MAX_BODY_LIMIT}"),
+            });
+        }
+        let body_budget = match args.body_budget {
+            Some(n) => n,
+            None => match env("SLUICE_BODY_BUDGET") {
+                Some(v) => parse_bytes("SLUICE_BODY_BUDGET", v)?,
+                None => file.body_budget_bytes.unwrap_or(DEFAULT_BODY_BUDGET),
+            },
+        };
+        if body_budget < body_limit {
+            return Err(ConfigError::BadSetting {
+                name: "SLUICE_BODY_BUDGET",
+                value: body_budget.to_string(),
+                reason: format!(
+                    "smaller than the {body_limit}-byte body limit, so a body at the limit could never be served"
+                ),
+            });
+        }
         let host = HostJson::load(&app_dir)?;
         let drain_grace = match args.drain_grace {
             Some(secs) => secs,
@@ -356,6 +386,7 @@ impl ServeConfig {
             secrets_file: args.secrets_file.or(file.secrets_file),
             host,
             body_limit,
+            body_budget,
             startup_timeout: Duration::from_secs(180),
             drain_grace: Duration::from_secs(drain_grace),
             worker_config: args.worker_config.or(file.worker_config),
@@ -367,6 +398,17 @@ impl ServeConfig {
             app_dir,
         })
     }
+}
+
+fn parse_bytes(name: &'static str, value: String) -> Result<u64, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|e: std::num::ParseIntError| ConfigError::BadSetting {
+            name,
+            value: value.clone(),
+            reason: e.to_string(),
+        })
 }
 
 fn check_workers(name: &'static str, value: String) -> Result<NonZeroUsize, ConfigError> {
@@ -409,7 +451,39 @@ mod tests {
             worker_config: None,
             admin_port: None,
             admin_bind: None,
+            body_budget: None,
         }
+    }
+
+    #[test]
+    fn body_limit_and_budget_defaults_sources_and_bounds() {
+        let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let cfg = ServeConfig::resolve(args(&dir), &|_| None).expect("valid");
+        assert_eq!(cfg.body_limit, DEFAULT_BODY_LIMIT);
+        assert_eq!(cfg.body_budget, DEFAULT_BODY_BUDGET);
+
+        let env = |k: &str| match k {
+            "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT" => Some("1000".to_owned()),
+            "SLUICE_BODY_BUDGET" => Some("5000".to_owned()),
+            _ => None,
+        };
+        let cfg = ServeConfig::resolve(args(&dir), &env).expect("valid");
+        assert_eq!((cfg.body_limit, cfg.body_budget), (1000, 5000));
+        let mut flag = args(&dir);
+        flag.body_budget = Some(7000);
+        let cfg = ServeConfig::resolve(flag, &env).expect("valid");
+        assert_eq!(cfg.body_budget, 7000, "flag over environment");
+
+        let small = |k: &str| (k == "SLUICE_BODY_BUDGET").then(|| "1000".to_owned());
+        let err = ServeConfig::resolve(args(&dir), &small).expect_err("budget below the limit");
+        assert!(err.to_string().contains("SLUICE_BODY_BUDGET"), "{err}");
+        let huge = |k: &str| {
+            (k == "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT").then(|| (MAX_BODY_LIMIT + 1).to_string())
+        };
+        let err = ServeConfig::resolve(args(&dir), &huge).expect_err("over one gRPC message");
+        assert!(err.to_string().contains("gRPC"), "{err}");
+        std::fs::remove_dir_all(dir).expect("cleanup");
     }
 
     #[test]

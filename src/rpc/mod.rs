@@ -11,6 +11,11 @@ pub use session::{FunctionMeta, Session};
 
 use std::time::Duration;
 
+/// Largest gRPC message either way, on the host's server and on the worker's command
+/// line (`--grpcMaxMessageLength`): protobuf's own 2 GiB limit, as the platform host uses.
+/// Request bodies are bounded below it by the body limit (see `config::MAX_BODY_LIMIT`).
+pub const MAX_MESSAGE_BYTES: usize = i32::MAX as usize;
+
 /// Why talking to a worker failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {

@@ -20,6 +20,10 @@ use crate::proto::{StreamingMessage, streaming_message::Content};
 /// Outbound messages queued per worker before senders wait (backpressure, bounded memory).
 const OUTBOUND_QUEUE: usize = 1024;
 
+/// HTTP/2 flow-control windows for workers' streams (bytes a worker may send unacknowledged).
+const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
 /// A worker's accepted EventStream: messages from it, and a sender towards it.
 pub struct Connection {
     pub inbound: Streaming<StreamingMessage>,
@@ -46,12 +50,17 @@ impl RpcServer {
         let service = FunctionRpcServer::new(Service {
             waiters: waiters.clone(),
         })
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+        .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(super::MAX_MESSAGE_BYTES);
         let incoming = TcpListenerStream::new(listener);
         tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                // h2's 64 KiB default window makes a large body from the worker wait for
+                // a WINDOW_UPDATE every 64 KiB; tonic reads eagerly, so larger windows
+                // cost no memory beyond what the message needs anyway.
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
                 .add_service(service)
                 .serve_with_incoming(incoming)
                 .await;

@@ -23,6 +23,7 @@ use crate::proto::{
     ParameterBinding, RpcFunctionMetadata, RpcLog, StatusResult, StreamingMessage,
     WorkerInitRequest, WorkerStatusRequest,
 };
+use crate::proxy::WorkerHttp;
 
 /// Worker extensions are reported once per Sluice process, not once per worker.
 static WARNED_EXTENSIONS: AtomicBool = AtomicBool::new(false);
@@ -85,6 +86,9 @@ pub struct Session {
     pings: Arc<Pings>,
     /// The worker advertised the `WorkerStatus` capability, so pings get answers.
     answers_pings: bool,
+    /// The worker advertised `HttpUri` (an http-v2 app): HTTP requests are forwarded
+    /// to that server and the InvocationRequest carries route parameters only.
+    http: Option<WorkerHttp>,
     closed: Arc<AtomicBool>,
     /// EventStream payload bytes, for the metrics.
     traffic: RpcTraffic,
@@ -156,6 +160,14 @@ impl Session {
         };
         check(&worker, "to initialise", init.result.as_ref())?;
         let answers_pings = init.capabilities.contains_key("WorkerStatus");
+        let http =
+            WorkerHttp::from_capabilities(&init.capabilities).map_err(|e| RpcError::Protocol {
+                worker: worker.clone(),
+                reason: e.to_string(),
+            })?;
+        if let Some(http) = &http {
+            info!(worker = %worker, uri = %http.authority(), "the app streams HTTP (http-v2): requests are forwarded to the worker's HTTP server");
+        }
         let runtime = RuntimeInfo::reported(init.worker_metadata.as_ref());
         info!(
             worker = %worker,
@@ -243,6 +255,7 @@ impl Session {
             answered: std::sync::atomic::AtomicU64::new(0),
             pings,
             answers_pings,
+            http,
             closed,
             traffic: hs.traffic,
             recycle: Mutex::new(None),
@@ -257,6 +270,11 @@ impl Session {
 
     pub fn runtime(&self) -> &RuntimeInfo {
         &self.runtime
+    }
+
+    /// The worker's own HTTP server, when the app streams HTTP (http-v2).
+    pub fn http(&self) -> Option<&WorkerHttp> {
+        self.http.as_ref()
     }
 
     /// Functions that failed to load, with the worker's reason.
@@ -343,6 +361,18 @@ impl Session {
         function: &Arc<str>,
         input_data: Vec<ParameterBinding>,
     ) -> Result<InvocationResponse, InvokeFailure> {
+        self.invoke_as(uuid::Uuid::new_v4().to_string(), function, input_data)
+            .await
+    }
+
+    /// [`Session::invoke`] under an id the caller chose (a forwarded http-v2 request
+    /// carries it in `x-ms-invocation-id`).
+    pub async fn invoke_as(
+        &self,
+        invocation_id: String,
+        function: &Arc<str>,
+        input_data: Vec<ParameterBinding>,
+    ) -> Result<InvocationResponse, InvokeFailure> {
         let function_id = self
             .function_ids
             .get(&**function)
@@ -356,7 +386,6 @@ impl Session {
         let gone = || InvokeFailure::WorkerGone {
             worker: self.worker.clone(),
         };
-        let invocation_id = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
         {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());

@@ -62,6 +62,18 @@ def registered_extensions() -> str:
     return meta.get_registered_extensions_json()
 
 
+def route_http_server_logs() -> None:
+    """An http-v2 app runs uvicorn on this loop (the runtime starts it during init and
+    advertises HttpUri). uvicorn logs to stderr with its own handlers, which the host
+    would relay as warnings; send its records through the RpcLog handler instead, and
+    drop its per-request access lines (Sluice logs requests itself)."""
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
 def _failure(exc: BaseException):
     return protos.StatusResult(
         status=protos.StatusResult.Failure,
@@ -125,6 +137,10 @@ class Dispatcher:
             response.worker_metadata.custom_properties["sluice.worker_extensions"] = extensions
         if response.result.status == protos.StatusResult.Success:
             self._runtime.start_threadpool_executor()
+        if "HttpUri" in response.capabilities:
+            # The server task configures uvicorn's logging on its first step, which is
+            # already queued on the loop: re-route right after it.
+            self._loop.call_soon(route_http_server_logs)
         self._reply(message, worker_init_response=response)
 
     async def _on_functions_metadata_request(self, message) -> None:

@@ -1,0 +1,348 @@
+//! HTTP forwarding to an http-v2 worker (platform-facts §6.1): a worker whose runtime
+//! answered WorkerInit with `HttpUri` runs its own HTTP server (uvicorn) on 127.0.0.1.
+//! For each invocation the host forwards the client's raw request there — method, path,
+//! query, headers plus `x-ms-invocation-id`, and the body as it streams in — and relays
+//! the worker's response back as it comes. Bodies are never buffered here: hyper only
+//! reads from one side as fast as the other side takes, so a slow client slows the
+//! function instead of growing memory.
+//!
+//! Knows nothing about routing or invocations; [`crate::dispatch`] pairs the forwarded
+//! request with its InvocationRequest.
+
+use std::error::Error as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::LengthLimitError;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tracing::debug;
+
+use crate::body::BoxError;
+
+/// The header that pairs a forwarded request with its invocation.
+pub const INVOCATION_ID: HeaderName = HeaderName::from_static("x-ms-invocation-id");
+
+/// Connect retries, as the platform's forwarder: up to 10, 50 ms doubling to 250 ms.
+const CONNECT_RETRIES: u32 = 10;
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+const MAX_RETRY_DELAY: Duration = Duration::from_millis(250);
+
+/// Headers that describe one connection, not the message: never forwarded either way.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("worker HTTP address {0:?} is not of the form http://host:port")]
+    BadUri(String),
+    #[error("cannot connect to the worker's HTTP server at {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("request body over the {limit}-byte limit")]
+    BodyTooLarge { limit: u64 },
+    #[error("the request body stalled for {0:?}")]
+    BodyStalled(Duration),
+    #[error("the client's request body failed: {0}")]
+    ClientBody(String),
+    #[error("failed to proxy the request: {0}")]
+    Forward(#[source] hyper::Error),
+}
+
+/// Where a worker's HTTP server listens, from its `HttpUri` capability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerHttp {
+    authority: String,
+}
+
+impl WorkerHttp {
+    pub fn parse(uri: &str) -> Result<WorkerHttp, ProxyError> {
+        let bad = || ProxyError::BadUri(uri.to_owned());
+        let parsed: Uri = uri.parse().map_err(|_| bad())?;
+        if parsed.scheme_str() != Some("http") {
+            return Err(bad());
+        }
+        let authority = parsed.authority().ok_or_else(bad)?;
+        authority.port_u16().ok_or_else(bad)?;
+        Ok(WorkerHttp {
+            authority: authority.as_str().to_owned(),
+        })
+    }
+
+    /// From a worker's WorkerInit capabilities: `HttpUri` (sent with
+    /// `RequiresRouteParameters`, which the platform's runtime always adds beside it).
+    pub fn from_capabilities(
+        capabilities: &std::collections::HashMap<String, String>,
+    ) -> Result<Option<WorkerHttp>, ProxyError> {
+        capabilities
+            .get("HttpUri")
+            .map(|uri| WorkerHttp::parse(uri))
+            .transpose()
+    }
+
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+}
+
+/// Forwards one request and resolves with the worker's response head; its body streams
+/// on (the connection lives as long as the body). `body_limit` only names the limit in
+/// the error when the client's body (already wrapped in a limit) crosses it.
+pub async fn forward<B>(
+    target: &WorkerHttp,
+    invocation_id: &str,
+    parts: http::request::Parts,
+    body: B,
+    body_limit: u64,
+) -> Result<Response<Incoming>, ProxyError>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let request = outgoing(parts, invocation_id, body)?;
+    let stream = connect(&target.authority).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(ProxyError::Forward)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            debug!(%error, "worker HTTP connection ended with an error");
+        }
+    });
+    let mut response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| classify(e, body_limit))?;
+    strip_hop_by_hop(response.headers_mut());
+    Ok(response)
+}
+
+/// The request as the worker's server receives it: origin-form target, HTTP/1.1.
+fn outgoing<B>(
+    parts: http::request::Parts,
+    invocation_id: &str,
+    body: B,
+) -> Result<Request<B>, ProxyError> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = path
+        .parse()
+        .map_err(|_| ProxyError::ClientBody(format!("request target {path:?}")))?;
+    *request.version_mut() = Version::HTTP_11;
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    // HTTP/2 clients send `:authority` instead of Host; HTTP/1.1 needs the header.
+    if !headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, host);
+    }
+    // `insert`, not `append`: a client must not pick another request's invocation.
+    let id = HeaderValue::from_str(invocation_id)
+        .map_err(|_| ProxyError::ClientBody("invocation id".into()))?;
+    headers.insert(INVOCATION_ID, id);
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
+/// Connects, retrying connect errors (the server may still be starting; nothing has
+/// been sent yet, so a retry is always safe).
+async fn connect(addr: &str) -> Result<TcpStream, ProxyError> {
+    let mut delay = FIRST_RETRY_DELAY;
+    let mut attempt = 0;
+    loop {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(source) if attempt >= CONNECT_RETRIES => {
+                return Err(ProxyError::Connect {
+                    addr: addr.to_owned(),
+                    source,
+                });
+            }
+            Err(error) => {
+                debug!(%addr, %error, attempt, "worker HTTP connect failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// A failure while sending: the client's body crossing the limit or failing is the
+/// client's fault; anything else is the forwarder's.
+fn classify(error: hyper::Error, body_limit: u64) -> ProxyError {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if cause.is::<LengthLimitError>() {
+            return ProxyError::BodyTooLarge { limit: body_limit };
+        }
+        if let Some(stalled) = cause.downcast_ref::<Stalled>() {
+            return ProxyError::BodyStalled(stalled.0);
+        }
+        source = cause.source();
+    }
+    match error.source() {
+        Some(cause) if error.is_user() => ProxyError::ClientBody(cause.to_string()),
+        _ => ProxyError::Forward(error),
+    }
+}
+
+/// The client sent no body bytes for this long while the worker was waiting for them.
+#[derive(Debug, thiserror::Error)]
+#[error("no request body bytes for {0:?}")]
+pub struct Stalled(pub Duration);
+
+/// A request body that fails with [`Stalled`] when the client keeps the worker waiting
+/// for its next bytes longer than `idle`. The clock runs only while the body is asked for
+/// data and has none: time the worker spends not reading (backpressure) never counts.
+pub struct IdleTimeout<B> {
+    body: B,
+    idle: Duration,
+    waiting: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(body: B, idle: Duration) -> IdleTimeout<B> {
+        IdleTimeout {
+            body,
+            idle,
+            waiting: None,
+        }
+    }
+}
+
+impl<B> HttpBody for IdleTimeout<B>
+where
+    B: HttpBody + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            this.waiting = None;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let idle = this.idle;
+        let timer = this
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + idle)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(idle))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_times_out_only_after_waiting_idle_for_the_client() {
+        use http_body_util::BodyExt;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let mut body = IdleTimeout::new(
+            http_body_util::StreamBody::new(stream),
+            Duration::from_secs(30),
+        );
+        // Not asked for data for longer than the limit (the worker was busy): no timeout.
+        tokio::time::advance(Duration::from_secs(100)).await;
+        tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
+            .await
+            .expect("open");
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().ok(), Some(Bytes::from_static(b"a")));
+        // Asked, and the client sends nothing: the clock runs from here.
+        let stalled = tokio::time::timeout(Duration::from_secs(31), body.frame())
+            .await
+            .expect("times out by itself")
+            .expect("an item")
+            .expect_err("stalled");
+        assert!(stalled.is::<Stalled>(), "{stalled}");
+        drop(tx);
+    }
+
+    #[test]
+    fn worker_uris_need_http_host_and_port() {
+        let ok = WorkerHttp::parse("http://127.0.0.1:40123").expect("valid");
+        assert_eq!(ok.authority(), "127.0.0.1:40123");
+        for bad in ["https://127.0.0.1:1", "http://127.0.0.1", "127.0.0.1:1", ""] {
+            assert!(WorkerHttp::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_forwarded_request_keeps_method_path_query_and_headers_and_carries_the_id() {
+        let (parts, ()) = Request::builder()
+            .method("POST")
+            .uri("http://example.com/api/sha?x=1&y=%20")
+            .header("x-custom", "a")
+            .header("connection", "keep-alive, x-private")
+            .header("x-private", "secret")
+            .header("transfer-encoding", "chunked")
+            .header("x-ms-invocation-id", "forged")
+            .body(())
+            .expect("valid")
+            .into_parts();
+        let request = outgoing(parts, "abc-123", ()).expect("forwardable");
+        assert_eq!(request.method(), "POST");
+        assert_eq!(request.uri(), "/api/sha?x=1&y=%20");
+        let h = request.headers();
+        assert_eq!(h["x-custom"], "a");
+        assert_eq!(h["host"], "example.com");
+        assert_eq!(h[INVOCATION_ID], "abc-123");
+        assert_eq!(h.get_all(INVOCATION_ID).iter().count(), 1);
+        for gone in ["connection", "x-private", "transfer-encoding"] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+"""Fixture for tests/streaming.rs: an unmodified http-v2 (FastAPI streaming) app, as the
+platform's docs write them. The function takes a FastAPI Request and returns a
+StreamingResponse; Sluice forwards the raw HTTP request to the worker's own server."""
+
+import asyncio
+import hashlib
+import os
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, StreamingResponse
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@app.route(route="ticks", methods=[func.HttpMethod.GET])
+async def ticks(req: Request) -> StreamingResponse:
+    """A chunk every `ms` milliseconds, `n` of them."""
+    n = int(req.query_params.get("n", "20"))
+    delay = int(req.query_params.get("ms", "100")) / 1000
+
+    async def chunks():
+        for i in range(n):
+            yield f"chunk-{i:02}\n".encode()
+            await asyncio.sleep(delay)
+
+    return StreamingResponse(chunks(), media_type="text/plain", headers={"x-ticks": str(n)})
+
+
+@app.route(route="sha", methods=[func.HttpMethod.POST])
+async def sha(req: Request) -> StreamingResponse:
+    """Hashes the request body as it streams in."""
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in req.stream():
+        digest.update(chunk)
+        size += len(chunk)
+
+    async def answer():
+        yield digest.hexdigest().encode()
+
+    return StreamingResponse(answer(), media_type="text/plain", headers={"x-length": str(size)})
+
+
+@app.route(route="flood", methods=[func.HttpMethod.GET])
+async def flood(req: Request) -> StreamingResponse:
+    """`mb` MiB of data, produced only as fast as it is consumed."""
+    total = int(req.query_params.get("mb", "1"))
+    block = os.urandom(1 << 20)
+
+    async def blocks():
+        for _ in range(total):
+            yield block
+
+    return StreamingResponse(blocks(), media_type="application/octet-stream")
+
+
+@app.route(route="items/{id:int}", methods=[func.HttpMethod.GET])
+async def item(req: Request) -> StreamingResponse:
+    """Route parameters reach the FastAPI request; status and headers pass through."""
+    ident = req.path_params["id"]
+
+    async def body():
+        yield f"item {ident} q={req.query_params.get('q', '')}".encode()
+
+    return StreamingResponse(body(), status_code=201, media_type="text/plain",
+                             headers={"x-item": str(ident)})
+
+
+@app.route(route="boom", methods=[func.HttpMethod.GET])
+async def boom(req: Request) -> StreamingResponse:
+    raise RuntimeError("boom")
