@@ -44,6 +44,20 @@ impl Stream {
         Ok(())
     }
 
+    /// Queues several encoded StreamingMessages in order, waking the stream thread once.
+    fn send_many(&self, messages: Vec<Vec<u8>>) -> PyResult<()> {
+        let ended = || PyConnectionError::new_err("the stream to the host has ended");
+        if self.inbox.is_ended() {
+            return Err(ended());
+        }
+        for message in messages {
+            self.outbox
+                .send(Bytes::from(message))
+                .map_err(|_| ended())?;
+        }
+        Ok(())
+    }
+
     /// `(messages, end)`: the queued messages, oldest first, and — once the stream has ended
     /// and every message was returned — why: "" for a clean end, else the error. `end` is
     /// None while the stream is open.

@@ -5,6 +5,7 @@ drains every queued message (a batch under load). Messages cross as encoded byte
 parsed and built here with the same protobuf classes the runtime uses.
 """
 import asyncio
+import threading
 
 from . import _native
 from .protos import protos
@@ -18,15 +19,32 @@ class NativeTransport:
         self._port = port
         self._max = max_message_length
         self._stream = None
+        self._loop = None
+        self._loop_thread = None
+        self._pending = []
 
     def send(self, message) -> None:
-        """Queue one StreamingMessage. Safe from any thread, never blocks."""
-        self._stream.send(message.SerializeToString())
+        """Queue one StreamingMessage. Safe from any thread, never blocks. On the loop,
+        messages are coalesced and handed over once per loop iteration: each hand-over
+        wakes the Rust thread (a syscall), which per message cost ~12 % of the worker's
+        time under load. Other threads (sync functions' logs) hand over at once."""
+        data = message.SerializeToString()
+        if threading.get_ident() != self._loop_thread:
+            self._stream.send(data)
+            return
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        self._stream.send_many(pending)
 
     async def run(self, worker_id: str, connect_timeout: float, on_message):
         """Connects, then calls `on_message(msg)` on the loop for every inbound message
         until the stream ends. Returns the error that ended it, or None."""
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         first = protos.StreamingMessage(start_stream=protos.StartStream(worker_id=worker_id))
         # Blocks the loop for the connect only: nothing else can run before the host speaks.
         self._stream = stream = _native.connect(
