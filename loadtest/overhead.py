@@ -10,7 +10,8 @@ the in-process half *inside the worker's own environment* (paths read from the r
 worker) with uvloop, as the worker does: worker_init → functions_metadata → invocations
 built like Sluice builds them. Prints both p50s, the difference and the in-process p50 with
 the protobuf parse/serialise a worker pays per message. Environment passes through (e.g.
-SLUICE_WORKER_TRANSPORT=grpcio).
+SLUICE_WORKER_TRANSPORT=grpcio); OVERHEAD_CPUS=0 runs Sluice and its worker under
+`taskset -c 0` (no cross-CPU wake-ups).
 """
 import argparse
 import json
@@ -136,7 +137,8 @@ def main():
 
     log = open(os.path.join(HERE, ".logs", "overhead-sluice.log"), "w") if os.path.isdir(
         os.path.join(HERE, ".logs")) else subprocess.DEVNULL
-    sluice = subprocess.Popen([args.sluice, "serve", APP, "--port", str(PORT),
+    pin = ["taskset", "-c", os.environ["OVERHEAD_CPUS"]] if os.environ.get("OVERHEAD_CPUS") else []
+    sluice = subprocess.Popen(pin + [args.sluice, "serve", APP, "--port", str(PORT),
                                "--admin-port", str(PORT + 1), "--workers", "1"],
                               stdout=log, stderr=subprocess.STDOUT)
     try:
