@@ -29,10 +29,11 @@ ARG SLUICE_UID=1000
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
 WORKDIR /src
 # Only what the release build reads: the manifest (which names benches/hot_paths.rs), build.rs
-# and the proto it compiles (protox: no system protoc), the host sources and the worker files the
-# binary embeds.
+# and the proto it compiles (protox: no system protoc), the worker's native transport crate that
+# build.rs builds (a workspace member), the host sources and the worker files the binary embeds.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto/ proto/
+COPY native/ native/
 COPY src/ src/
 COPY worker/ worker/
 COPY benches/ benches/

@@ -54,6 +54,16 @@ const WORKER_ASSETS: &[Asset] = &[
         bytes: include_bytes!("../worker/sluice_worker/logs.py"),
     },
     Asset {
+        path: "sluice_worker/native_transport.py",
+        bytes: include_bytes!("../worker/sluice_worker/native_transport.py"),
+    },
+    // The native EventStream client (build.rs builds native/); without it, grpcio is used.
+    #[cfg(sluice_native)]
+    Asset {
+        path: "sluice_worker/_native.abi3.so",
+        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/sluice_native.abi3.so")),
+    },
+    Asset {
         path: "FunctionRpc.desc",
         bytes: crate::proto::DESCRIPTOR_SET,
     },
