@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub worker_config: Option<PathBuf>,
     pub admin_port: Option<u16>,
     pub admin_bind: Option<IpAddr>,
+    pub io: Option<super::IoMode>,
+    pub threads: Option<usize>,
 }
 
 impl FileConfig {
@@ -67,6 +69,7 @@ mod tests {
             documented.admin_bind,
             Some(super::super::DEFAULT_ADMIN_BIND)
         );
+        assert_eq!(documented.io, Some(super::super::IoMode::default()));
     }
 
     #[test]

@@ -66,6 +66,8 @@ impl From<CheckArgs> for ServeArgs {
             worker_config: None,
             admin_port: Some(0),
             admin_bind: Some(IpAddr::from([127, 0, 0, 1])),
+            io: None,
+            threads: None,
         }
     }
 }
@@ -108,6 +110,26 @@ pub struct ServeArgs {
     /// Address to bind the admin listener to (keep it off the public network) [default: 127.0.0.1].
     #[arg(long)]
     pub admin_bind: Option<IpAddr>,
+    /// Socket I/O of the HTTP front end: epoll, io_uring, or auto (io_uring only where
+    /// it runs and is not slower; today that is epoll) [default: auto].
+    #[arg(long, value_enum)]
+    pub io: Option<IoMode>,
+    /// Threads of the host's async runtime (and io_uring front-end threads)
+    /// [default: the number of CPUs, at most 2].
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// How the HTTP front end does socket I/O (`--io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// io_uring where it is available and not slower, else epoll.
+    #[default]
+    Auto,
+    Epoll,
+    /// io_uring; falls back to epoll (with one warning) where the kernel refuses it.
+    Uring,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +178,12 @@ pub struct ServeConfig {
     pub drain_grace: Duration,
     pub install: crate::python::Install,
     pub worker_config: Option<PathBuf>,
+    pub io: IoMode,
+    /// Worker threads of the host's runtime, and io_uring front-end threads.
+    pub threads: NonZeroUsize,
+    /// `SLUICE_URING_PROBE=fail`: the io_uring probe fails as on a kernel that refuses
+    /// io_uring (EPERM), to test the fallback to epoll.
+    pub simulate_uring_failure: bool,
 }
 
 /// Sluice's default functionTimeout (the platform's Premium/Dedicated default).
@@ -335,7 +363,29 @@ impl ServeConfig {
                 None => file.drain_grace_secs.unwrap_or(DEFAULT_DRAIN_GRACE_SECS),
             },
         };
+        let threads = match args.threads.or(file.threads) {
+            Some(n) => NonZeroUsize::new(n).ok_or(ConfigError::BadSetting {
+                name: "threads",
+                value: n.to_string(),
+                reason: "must be at least 1".into(),
+            })?,
+            None => default_threads(),
+        };
+        let simulate_uring_failure = match env("SLUICE_URING_PROBE").as_deref() {
+            None | Some("") => false,
+            Some("fail") => true,
+            Some(other) => {
+                return Err(ConfigError::BadSetting {
+                    name: "SLUICE_URING_PROBE",
+                    value: other.to_owned(),
+                    reason: "the only value is `fail`".into(),
+                });
+            }
+        };
         Ok(ServeConfig {
+            io: args.io.or(file.io).unwrap_or_default(),
+            threads,
+            simulate_uring_failure,
             listen: SocketAddr::new(
                 args.bind.or(file.bind).unwrap_or(DEFAULT_BIND),
                 args.port.or(file.port).unwrap_or(DEFAULT_PORT),
@@ -367,6 +417,14 @@ impl ServeConfig {
             app_dir,
         })
     }
+}
+
+/// The runtime's default size: one thread per CPU, at most 2. A sidecar shares its
+/// pod with the app's Python workers; more front-end threads than that only contend
+/// with them (loadtest/results has the measurement).
+pub fn default_threads() -> NonZeroUsize {
+    let cpus = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+    cpus.min(NonZeroUsize::new(2).expect("2 is not zero"))
 }
 
 fn check_workers(name: &'static str, value: String) -> Result<NonZeroUsize, ConfigError> {
@@ -409,6 +467,8 @@ mod tests {
             worker_config: None,
             admin_port: None,
             admin_bind: None,
+            io: None,
+            threads: None,
         }
     }
 
