@@ -172,18 +172,19 @@ async fn serve_with<H, F>(
         IoMode::Auto => AUTO_PREFERS_URING,
     };
     let listener = if use_uring {
+        // A fallback has said so in its one warning.
         match serve_uring(listener, &handler, &limits, &front_end, &permits, &drain).await {
             Ok(()) => return finish(&permits, &limits).await,
             Err(listener) => listener,
         }
     } else {
+        let reason = match front_end.io {
+            IoMode::Auto => "auto: epoll measured faster than io_uring here",
+            _ => "requested",
+        };
+        info!(io = "epoll", reason, "serving HTTP");
         listener
     };
-    let reason = match front_end.io {
-        IoMode::Auto => "auto: epoll measured faster than io_uring here",
-        _ => "requested",
-    };
-    info!(io = "epoll", reason, "serving HTTP");
     let builder = Arc::new(builder(&limits));
     accept_until_drain(
         &listener,
@@ -237,7 +238,7 @@ where
     };
     uring::serve(listener, setup).await.map_err(|unavailable| {
         let error = unavailable.error;
-        warn!(%error, "io_uring unavailable; serving HTTP with epoll instead");
+        warn!(io = "epoll", %error, "io_uring unavailable; serving HTTP with epoll instead");
         unavailable.listener
     })
 }

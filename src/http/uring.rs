@@ -110,13 +110,11 @@ where
     Ok(())
 }
 
-/// A second descriptor for the listening socket, in blocking mode: io_uring's accept
-/// completes when a connection arrives instead of failing with EAGAIN.
+/// A second descriptor for the listening socket.
 fn duplicate(listener: &TcpListener) -> io::Result<std::net::TcpListener> {
-    let socket = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
-    // The flag belongs to the shared open file; tokio's copy is not polled any more.
-    socket.set_nonblocking(false)?;
-    Ok(socket)
+    Ok(std::net::TcpListener::from(
+        listener.as_fd().try_clone_to_owned()?,
+    ))
 }
 
 /// Everything one front-end thread owns.
@@ -155,6 +153,14 @@ where
         runtime.block_on(async move {
             // Setting up a ring can succeed where submitting to it is refused (seccomp).
             if let Err(error) = tokio_uring::no_op().await {
+                let _ = probed.send(Err(error));
+                return;
+            }
+            // Blocking mode, so that io_uring's accept waits for a connection instead of
+            // failing with EAGAIN. The flag belongs to the socket shared with tokio's
+            // listener, so it changes only once io_uring is known to work (tokio's copy
+            // is then never polled again).
+            if let Err(error) = self.socket.set_nonblocking(false) {
                 let _ = probed.send(Err(error));
                 return;
             }
