@@ -365,7 +365,12 @@ impl AsyncWrite for UringStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_written(cx)
+        // Once submitted, the bytes are the kernel's to send: hyper may go on reading the
+        // next request meanwhile. A failure surfaces at the next write, flush or shutdown.
+        match self.get_mut().poll_written(cx) {
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            _ => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
