@@ -583,6 +583,43 @@ mod tests {
     }
 
     #[test]
+    fn io_backend_and_threads_come_from_file_and_flags() {
+        let dir = std::env::temp_dir().join(format!("sluice-io-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let file = dir.join("sluice.toml");
+        std::fs::write(&file, "io = \"uring\"\nthreads = 3\n").expect("write");
+        let mut a = args(&dir);
+        a.config = Some(file.clone());
+        let cfg = ServeConfig::resolve(a, &|_| None).expect("valid");
+        assert_eq!((cfg.io, cfg.threads.get()), (IoMode::Uring, 3));
+        assert!(!cfg.simulate_uring_failure);
+
+        let mut a = args(&dir);
+        a.config = Some(file.clone());
+        a.io = Some(IoMode::Epoll);
+        a.threads = Some(1);
+        let probe = |k: &str| (k == "SLUICE_URING_PROBE").then(|| "fail".to_owned());
+        let cfg = ServeConfig::resolve(a, &probe).expect("valid");
+        assert_eq!((cfg.io, cfg.threads.get()), (IoMode::Epoll, 1), "flags win");
+        assert!(cfg.simulate_uring_failure);
+
+        let defaults = ServeConfig::resolve(args(&dir), &|_| None).expect("valid");
+        assert_eq!(defaults.io, IoMode::Auto);
+        assert_eq!(defaults.threads, default_threads());
+
+        let mut zero = args(&dir);
+        zero.threads = Some(0);
+        assert!(ServeConfig::resolve(zero, &|_| None).is_err());
+        let bogus = |k: &str| (k == "SLUICE_URING_PROBE").then(|| "maybe".to_owned());
+        assert!(ServeConfig::resolve(args(&dir), &bogus).is_err());
+        std::fs::write(&file, "io = \"kqueue\"\n").expect("write");
+        let mut bad = args(&dir);
+        bad.config = Some(file);
+        assert!(ServeConfig::resolve(bad, &|_| None).is_err());
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
     fn missing_app_dir_is_an_error() {
         let err = ServeConfig::resolve(args(Path::new("/nonexistent/sluice")), &|_| None);
         assert!(matches!(err, Err(ConfigError::NoAppDir { .. })));
