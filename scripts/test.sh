@@ -18,6 +18,9 @@ export SLUICE_REQUIRE_PROMETHEUS=1
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets -- --nocapture
+# The integration tests again with the HTTP front end on io_uring: every HTTP behaviour
+# must hold on both I/O backends (the harness passes --io from SLUICE_TEST_IO).
+SLUICE_TEST_IO=uring cargo test --test '*' -- --nocapture
 # Fuzz targets (router, conversion, keys) must build and survive a short bounded run.
 scripts/fuzz.sh "${SLUICE_FUZZ_SECONDS:-15}"
 # Dockerfile lint and Kubernetes manifests against the Kubernetes schemas (offline after the first run).

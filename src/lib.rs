@@ -8,7 +8,7 @@
 //! - [`app`]: host-side indexing of v1 apps (`function.json` folders).
 //! - [`python`]: finding a Python ≥ 3.13, building the worker's private environment,
 //!   installing the app's requirements.
-//! - [`http`]: the hyper front end: accepts connections, hands each request to [`dispatch`].
+//! - [`http`]: the hyper front end (epoll or io_uring): accepts connections, hands each request to [`dispatch`].
 //! - [`router`]: pure matching of (method, path) to a function, its route params and auth level.
 //! - [`keys`]: the host secrets file and the key check for an auth level.
 //! - [`admission`]: the host.json throttles (429 beyond max outstanding, a bounded execution queue).

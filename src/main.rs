@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => ServeConfig::resolve(args, &env)
             .map_err(anyhow::Error::from)
             .and_then(|config| {
-                runtime()?
+                runtime(config.threads.get())?
                     .block_on(sluice::serve::run(config))
                     .map_err(Into::into)
             })
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         Command::Check(args) => ServeConfig::resolve(args.into(), &env)
             .map_err(anyhow::Error::from)
             .and_then(|config| {
-                runtime()?
+                runtime(config.threads.get())?
                     .block_on(sluice::check::run(config))
                     .map_err(Into::into)
             })
@@ -47,8 +47,10 @@ fn main() -> ExitCode {
     })
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// The host's runtime, sized by `--threads`.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
 }

@@ -227,6 +227,11 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         listener,
         dispatcher,
         HttpLimits::default(),
+        crate::http::FrontEnd {
+            io: config.io,
+            threads: config.threads,
+            simulate_uring_failure: config.simulate_uring_failure,
+        },
         drain_rx,
     )));
 

@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub admin_bind: Option<IpAddr>,
     pub body_limit_bytes: Option<u64>,
     pub body_budget_bytes: Option<u64>,
+    pub io: Option<super::IoMode>,
+    pub threads: Option<usize>,
 }
 
 impl FileConfig {
@@ -77,6 +79,7 @@ mod tests {
             documented.body_budget_bytes,
             Some(super::super::DEFAULT_BODY_BUDGET)
         );
+        assert_eq!(documented.io, Some(super::super::IoMode::default()));
     }
 
     #[test]

@@ -236,6 +236,14 @@ fn parse_addr(line: &str) -> Option<SocketAddr> {
     rest[..end].parse().ok()
 }
 
+/// The I/O backend the suite runs against: `SLUICE_TEST_IO` (`epoll`, `uring`, `auto`),
+/// else Sluice's default.
+pub fn test_io() -> Option<String> {
+    std::env::var("SLUICE_TEST_IO")
+        .ok()
+        .filter(|io| !io.is_empty())
+}
+
 /// `n` random bytes.
 pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut bytes = vec![0; n];
@@ -379,6 +387,13 @@ impl Sluice {
             .args(["--workers", &options.workers.to_string()]);
         if let Some(secrets) = &options.secrets_file {
             command.arg("--secrets-file").arg(secrets);
+        }
+        // The whole suite runs once per I/O backend (scripts/test.sh); a test that picks
+        // its own backend keeps it.
+        if let Some(io) = test_io()
+            && !extras.args.iter().any(|arg| arg == "--io")
+        {
+            command.args(["--io", &io]);
         }
         command.args(&extras.args);
         command
