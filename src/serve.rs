@@ -50,6 +50,10 @@ const WORKER_ASSETS: &[Asset] = &[
         bytes: include_bytes!("../worker/sluice_worker/dispatcher.py"),
     },
     Asset {
+        path: "sluice_worker/isolation.py",
+        bytes: include_bytes!("../worker/sluice_worker/isolation.py"),
+    },
+    Asset {
         path: "sluice_worker/logs.py",
         bytes: include_bytes!("../worker/sluice_worker/logs.py"),
     },
@@ -126,6 +130,14 @@ pub async fn prepare(config: &ServeConfig) -> Result<Prepared, ServeError> {
             None => None,
         },
         python_version,
+        extra_env: if config.placeholder {
+            vec![(
+                crate::placeholder::PLACEHOLDER_MODE_VAR.to_owned(),
+                "1".to_owned(),
+            )]
+        } else {
+            Vec::new()
+        },
     };
     Ok(Prepared { python, launch })
 }
@@ -155,7 +167,7 @@ impl Workers {
 pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     // First, so that the cold start counts from here.
     let metrics = Arc::new(Metrics::new());
-    let Prepared { launch, .. } = prepare(&config).await?;
+    let Prepared { launch, python } = prepare(&config).await?;
     let keys = match &config.secrets_file {
         Some(path) => KeyStore::load(path)?,
         None => KeyStore::default(),
@@ -179,19 +191,6 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
 
     let pool = Arc::new(Pool::default());
     let (drain, drain_rx) = watch::channel(false);
-    let admin = Admin {
-        metrics: metrics.clone(),
-        ready: {
-            let pool = pool.clone();
-            let draining = drain_rx.clone();
-            Box::new(move || !*draining.borrow() && pool.ready_count() > 0)
-        },
-    };
-    // Answers until exit, so probes see /readyz 503 for the whole drain.
-    let _admin = AbortOnDrop(tokio::spawn(crate::admin::serve(
-        admin_listener,
-        Arc::new(admin),
-    )));
     let workers = Arc::new(Workers::new(
         &config,
         launch,
@@ -199,6 +198,52 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         pool.clone(),
         metrics.clone(),
     ));
+    let placeholder = config.placeholder.then(|| {
+        crate::placeholder::Placeholder::new(
+            config.clone(),
+            python,
+            workers.clone(),
+            keys.clone(),
+            metrics.clone(),
+        )
+    });
+    let admin = Admin {
+        metrics: metrics.clone(),
+        ready: {
+            let pool = pool.clone();
+            let draining = drain_rx.clone();
+            Box::new(move || !*draining.borrow() && pool.ready_count() > 0)
+        },
+        assign: placeholder.clone().map(|p| -> crate::admin::AssignFn {
+            Box::new(move |body| {
+                let p = p.clone();
+                Box::pin(async move { p.assign_request(body).await })
+            })
+        }),
+    };
+    // Answers until exit, so probes see /readyz 503 for the whole drain.
+    let _admin = AbortOnDrop(tokio::spawn(crate::admin::serve(
+        admin_listener,
+        Arc::new(admin),
+    )));
+    if let Some(placeholder) = placeholder {
+        let handler = {
+            let placeholder = placeholder.clone();
+            move |request| {
+                let placeholder = placeholder.clone();
+                async move { placeholder.handle(request).await }
+            }
+        };
+        let http = AbortOnDrop(tokio::spawn(crate::http::serve_with(
+            listener,
+            handler,
+            HttpLimits::default(),
+            drain_rx,
+        )));
+        placeholder.start_workers();
+        shutdown_signal().await;
+        return drain_and_exit(&config, drain, http).await;
+    }
     let dispatcher = Arc::new(Dispatcher {
         pool: pool.clone(),
         catalog: workers.catalog.clone(),
@@ -212,7 +257,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         function_timeout: config.host.function_timeout,
         metrics,
     });
-    let mut http = AbortOnDrop(tokio::spawn(crate::http::serve(
+    let http = AbortOnDrop(tokio::spawn(crate::http::serve(
         listener,
         dispatcher,
         HttpLimits::default(),
@@ -263,6 +308,17 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         _ = shutdown_signal() => {}
         _ = all_done(&mut slots) => return Err(ServeError::AllSlotsFailed),
     }
+    let drained = drain_and_exit(&config, drain, http).await;
+    slots.abort_all();
+    drained
+}
+
+/// Stops accepting, lets requests in flight finish within the grace period.
+async fn drain_and_exit(
+    config: &ServeConfig,
+    drain: watch::Sender<bool>,
+    mut http: AbortOnDrop,
+) -> Result<(), ServeError> {
     info!(grace = ?config.drain_grace, "draining");
     let _ = drain.send(true);
     tokio::select! {
@@ -270,7 +326,6 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         _ = tokio::time::sleep(config.drain_grace) => warn!("drain grace period over; exiting with requests in flight"),
         _ = shutdown_signal() => return Err(ServeError::Interrupted),
     }
-    slots.abort_all();
     Ok(())
 }
 
