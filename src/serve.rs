@@ -264,12 +264,28 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         drain_rx,
     )));
 
-    // Start every slot at once; the app is served as soon as the first is ready.
+    // The app is served as soon as the first worker is ready. A worker's start is CPU
+    // work (interpreter, imports, indexing): started together on a small machine, they
+    // share the cores and the first is ready only when all are. So the first starts
+    // alone, and the others all at once when it is ready (or has failed).
     let mut starts = JoinSet::new();
+    let (first_done, first_rx) = watch::channel(false);
     for slot in 0..config.workers.get() {
         let workers = workers.clone();
-        starts.spawn(async move { (slot, workers.start().await) });
+        let mut first_rx = first_rx.clone();
+        let first_done = (slot == 0).then(|| first_done.clone());
+        starts.spawn(async move {
+            if first_done.is_none() {
+                let _ = first_rx.wait_for(|done| *done).await;
+            }
+            let started = workers.start().await;
+            if let Some(done) = first_done {
+                let _ = done.send(true);
+            }
+            (slot, started)
+        });
     }
+    drop(first_done);
     let mut slots = JoinSet::new();
     let mut fatal = None;
     let mut started = 0;
