@@ -147,11 +147,21 @@ def placeholder_run(binary: str, app: str, workers: int) -> tuple[float, dict]:
         admin = s.addr("admin listening")
         s.wait_for("placeholder worker ready", count=workers)
         body = json.dumps({"app_dir": os.path.abspath(app), "environment": {"BENCH": "1"}}).encode()
-        assigned = time.time()
         req = urllib.request.Request(admin + "/admin/assign", data=body, method="POST")
-        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as r:
-            r.read()
+        answer = {}
+
+        def post():
+            with urllib.request.urlopen(req, timeout=TIMEOUT_S) as r:
+                answer["status"] = r.status
+
+        # A client at the door: polls while the assignment is in progress.
+        poster = threading.Thread(target=post)
+        assigned = time.time()
+        poster.start()
         done = first_200(url)
+        poster.join(TIMEOUT_S)
+        if answer.get("status") != 200:
+            raise RuntimeError(f"assignment answered {answer}")
         start = assigned - 0.001
         phases = {name: s.first(prefix, start) for name, prefix in ASSIGN_PHASES}
         phases = {k: (v - assigned) * 1000 for k, v in phases.items() if v is not None}

@@ -223,46 +223,32 @@ impl Placeholder {
             metrics: self.metrics.clone(),
         });
 
-        let idle = std::mem::take(&mut *self.idle.lock().await);
-        if idle.is_empty() {
+        let mut idle = std::mem::take(&mut *self.idle.lock().await);
+        let Some((process, initialised)) = idle.pop() else {
             self.start_workers();
             return Err(AssignError::NoWorker(
                 "every placeholder worker failed to start; see the log".into(),
             ));
-        }
-        let mut specialising = JoinSet::new();
-        for (process, initialised) in idle {
-            let workers = workers.clone();
-            let environment = environment.clone();
-            specialising.spawn(async move {
-                specialise(&workers, process, initialised, &environment).await
-            });
-        }
-        let mut running = Vec::new();
-        let mut first_error = None;
-        while let Some(joined) = specialising.join_next().await {
-            match joined {
-                Ok(Ok(r)) => running.push(r),
-                Ok(Err(e)) => {
-                    error!(error = %e, "worker failed to specialise");
-                    first_error.get_or_insert(e.to_string());
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e.to_string());
-                }
+        };
+        // The first worker alone, so it has the cores to itself: the app is served as
+        // soon as it is ready. A broken app fails here, and the others are not tried.
+        let first = match specialise(&workers, process, initialised, &environment).await {
+            Ok(first) if workers.catalog.get().is_some() => first,
+            failed => {
+                // Their modules and environment are the placeholder's or the broken
+                // app's: replace every worker with a clean placeholder.
+                drop(idle);
+                let reason = match failed {
+                    Ok(first) => {
+                        self.pool.remove(&first.process.id);
+                        "no function was indexed".to_owned()
+                    }
+                    Err(e) => e.to_string(),
+                };
+                self.start_workers();
+                return Err(AssignError::App(reason));
             }
-        }
-        if running.is_empty() || workers.catalog.get().is_none() {
-            // Specialised workers hold the broken app's modules: start clean ones.
-            for r in running {
-                self.pool.remove(&r.process.id);
-            }
-            self.start_workers();
-            return Err(AssignError::App(
-                first_error.unwrap_or_else(|| "no function was indexed".into()),
-            ));
-        }
-
+        };
         let functions = workers
             .catalog
             .get()
@@ -279,17 +265,45 @@ impl Placeholder {
             metrics: self.metrics.clone(),
         };
         *self.dispatcher.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(dispatcher));
-        let started = running.len();
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        for (slot, r) in running.into_iter().enumerate() {
-            slots.spawn(workers.clone().supervise(slot, Some(r)));
-        }
-        // Slots whose placeholder failed start now, against the assigned app.
-        for slot in started..self.config.workers.get() {
-            slots.spawn(workers.clone().supervise(slot, None));
-        }
         *assigned = Some(app_dir);
+        self.supervise(workers.clone(), 0, Some(first));
+
+        // The others together; the answer waits for them so it can say how many run.
+        let mut specialising = JoinSet::new();
+        for (slot, (process, initialised)) in (1..).zip(idle) {
+            let workers = workers.clone();
+            let environment = environment.clone();
+            specialising.spawn(async move {
+                (
+                    slot,
+                    specialise(&workers, process, initialised, &environment).await,
+                )
+            });
+        }
+        let mut slots: Vec<usize> = (1..self.config.workers.get()).collect();
+        while let Some(joined) = specialising.join_next().await {
+            let Ok((slot, result)) = joined else { continue };
+            slots.retain(|s| *s != slot);
+            match result {
+                Ok(running) => self.supervise(workers.clone(), slot, Some(running)),
+                Err(e) => {
+                    error!(slot, error = %e, "worker failed to specialise; starting it on the app");
+                    self.supervise(workers.clone(), slot, None);
+                }
+            }
+        }
+        // Slots whose placeholder never started start now, against the assigned app.
+        for slot in slots {
+            self.supervise(workers.clone(), slot, None);
+        }
         Ok(functions)
+    }
+
+    fn supervise(&self, workers: Arc<Workers>, slot: usize, running: Option<Running>) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spawn(workers.supervise(slot, running));
     }
 }
 
