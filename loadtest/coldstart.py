@@ -3,7 +3,11 @@ breakdown read from Sluice's own log lines (their timestamps), and the same for
 placeholder mode (assignment → first 200).
 
     python3 loadtest/coldstart.py [--binary target/release/sluice] [--app examples/hello]
-                                  [--runs 10] [--workers "1 4"] [--placeholder] [--out FILE]
+                                  [--runs 10] [--workers "1 4"] [--placeholder] [--importtime]
+                                  [--out FILE]
+
+--importtime adds the slowest imports of a worker start (`python -X importtime` of the
+worker package, the runtime library and the app, with the cached worker environment).
 
 Environments must already be installed (one warm-up run is done first and not counted).
 Stdlib only; only 127.0.0.1 is contacted; every wait is bounded.
@@ -171,6 +175,50 @@ def placeholder_run(binary: str, app: str, workers: int) -> tuple[float, dict]:
         s.stop()
 
 
+def worker_env(cache: str) -> str | None:
+    """The cached worker environment built from this checkout's worker files."""
+    with open(os.path.join(ROOT, "worker", "sluice_worker", "main.py"), "rb") as f:
+        ours = f.read()
+    found = []
+    for entry in os.listdir(cache) if os.path.isdir(cache) else []:
+        main = os.path.join(cache, entry, "worker", "sluice_worker", "main.py")
+        try:
+            with open(main, "rb") as f:
+                if f.read() == ours and os.path.exists(os.path.join(cache, entry, ".complete")):
+                    found.append(os.path.join(cache, entry))
+        except OSError:
+            continue
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def importtime(python: str, app: str, top: int = 15) -> list[str]:
+    cache = os.environ.get("SLUICE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "sluice")
+    env_dir = worker_env(cache)
+    if env_dir is None:
+        return ["(no cached worker environment for this checkout: run Sluice once)", ""]
+    app_site = os.path.join(app, ".python_packages", "lib", "site-packages")
+    path = [app_site, os.path.join(env_dir, "site-packages"), os.path.join(env_dir, "worker"), app]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if os.path.isdir(p)))
+    code = "import sluice_worker.main, sluice_worker.transport, uvloop, azure_functions_runtime, function_app"
+    runs = []
+    for _ in range(5):
+        out = subprocess.run([python, "-X", "importtime", "-c", code], cwd=app, env=env,
+                             capture_output=True, text=True, timeout=TIMEOUT_S)
+        rows = {}
+        for line in out.stderr.splitlines():
+            m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+            if m and len(m.group(3)) <= 3:  # top-level and direct imports
+                rows[m.group(4)] = int(m.group(2)) / 1000
+        runs.append(rows)
+    names = set().union(*runs)
+    median = {n: statistics.median(r.get(n, 0.0) for r in runs) for n in names}
+    lines = ["### slowest imports of a worker start (cumulative ms, median of 5, `-X importtime`)", "",
+             "| module | ms |", "|---|---|"]
+    for name, ms in sorted(median.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"| {name} | {ms:.1f} |")
+    return lines + [""]
+
+
 def summarise(title: str, totals: list[float], breakdowns: list[dict]) -> list[str]:
     out = [f"### {title}", "", f"runs: {len(totals)}; ms: min {min(totals):.0f}, "
            f"median {statistics.median(totals):.0f}, max {max(totals):.0f}", "",
@@ -193,6 +241,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--workers", default="1 4")
     p.add_argument("--placeholder", action="store_true", help="also measure assignment → first 200")
+    p.add_argument("--importtime", metavar="PYTHON", help="also profile the worker's imports with this Python")
     p.add_argument("--out", help="append the markdown report to this file")
     a = p.parse_args()
 
@@ -209,6 +258,8 @@ def main() -> int:
             results = [placeholder_run(a.binary, a.app, workers) for _ in range(a.runs)]
             lines += summarise(f"placeholder: assign → first 200, {workers} worker(s)",
                                [r[0] for r in results], [r[1] for r in results])
+    if a.importtime:
+        lines += importtime(a.importtime, a.app)
     lines.append(f"load average after: {os.getloadavg()[0]:.2f}")
     text = "\n".join(lines) + "\n"
     print(text)

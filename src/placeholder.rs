@@ -224,30 +224,42 @@ impl Placeholder {
         });
 
         let mut idle = std::mem::take(&mut *self.idle.lock().await);
-        let Some((process, initialised)) = idle.pop() else {
-            self.start_workers();
-            return Err(AssignError::NoWorker(
-                "every placeholder worker failed to start; see the log".into(),
-            ));
-        };
         // The first worker alone, so it has the cores to itself: the app is served as
-        // soon as it is ready. A broken app fails here, and the others are not tried.
-        let first = match specialise(&workers, process, initialised, &environment).await {
-            Ok(first) if workers.catalog.get().is_some() => first,
-            failed => {
-                // Their modules and environment are the placeholder's or the broken
-                // app's: replace every worker with a clean placeholder.
-                drop(idle);
-                let reason = match failed {
-                    Ok(first) => {
-                        self.pool.remove(&first.process.id);
-                        "no function was indexed".to_owned()
-                    }
-                    Err(e) => e.to_string(),
-                };
-                self.start_workers();
-                return Err(AssignError::App(reason));
+        // soon as it is ready. A broken app fails here, and the others are not tried; a
+        // placeholder that died meanwhile is skipped.
+        let mut failure = None;
+        let mut first = None;
+        while let Some((process, initialised)) = idle.pop() {
+            match specialise(&workers, process, initialised, &environment).await {
+                Ok(running) if workers.catalog.get().is_some() => {
+                    first = Some(running);
+                    break;
+                }
+                Ok(running) => {
+                    self.pool.remove(&running.process.id);
+                    failure = Some(AssignError::App("no function was indexed".into()));
+                    break;
+                }
+                Err(e) if e.is_app_failure() || matches!(e, StartError::Catalog(_)) => {
+                    failure = Some(AssignError::App(e.to_string()));
+                    break;
+                }
+                Err(e) => {
+                    error!(error = %e, "placeholder worker lost; trying the next");
+                    failure = Some(AssignError::NoWorker(e.to_string()));
+                }
             }
+        }
+        let Some(first) = first else {
+            // Their modules and environment are the placeholder's or the broken app's:
+            // replace every worker with a clean placeholder.
+            drop(idle);
+            self.start_workers();
+            return Err(failure.unwrap_or_else(|| {
+                AssignError::NoWorker(
+                    "every placeholder worker failed to start; see the log".into(),
+                )
+            }));
         };
         let functions = workers
             .catalog
