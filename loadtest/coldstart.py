@@ -3,8 +3,8 @@ breakdown read from Sluice's own log lines (their timestamps), and the same for
 placeholder mode (assignment → first 200).
 
     python3 loadtest/coldstart.py [--binary target/release/sluice] [--app examples/hello]
-                                  [--runs 10] [--workers "1 4"] [--placeholder] [--importtime]
-                                  [--out FILE]
+                                  [--runs 10] [--workers "1 4"] [--placeholder] [--importtime PY]
+                                  [--baseline OTHER_SLUICE] [--out FILE]
 
 --importtime adds the slowest imports of a worker start (`python -X importtime` of the
 worker package, the runtime library and the app, with the cached worker environment).
@@ -241,6 +241,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--workers", default="1 4")
     p.add_argument("--placeholder", action="store_true", help="also measure assignment → first 200")
+    p.add_argument("--baseline", metavar="BINARY", help="another sluice build, run interleaved for a side-by-side ratio")
     p.add_argument("--importtime", metavar="PYTHON", help="also profile the worker's imports with this Python")
     p.add_argument("--out", help="append the markdown report to this file")
     a = p.parse_args()
@@ -250,10 +251,23 @@ def main() -> int:
     lines = [f"## Cold start ({time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC)", "",
              f"binary: `{os.path.relpath(a.binary, ROOT)}`, app: `{os.path.relpath(a.app, ROOT)}`, "
              f"cpus: {os.cpu_count()}, load average before: {load[0]:.2f}", ""]
+    if a.baseline:
+        cold_run(a.baseline, a.app, 1)
+        lines += [f"baseline: `{a.baseline}`, runs interleaved with the binary's (same load)", ""]
     for workers in [int(w) for w in a.workers.split()]:
-        results = [cold_run(a.binary, a.app, workers) for _ in range(a.runs)]
+        results, base = [], []
+        for _ in range(a.runs):
+            results.append(cold_run(a.binary, a.app, workers))
+            if a.baseline:
+                base.append(cold_run(a.baseline, a.app, workers))
+        if base:
+            lines += summarise(f"baseline: start → first 200, {workers} worker(s)", [r[0] for r in base],
+                               [r[1] for r in base])
         lines += summarise(f"start → first 200, {workers} worker(s)", [r[0] for r in results],
                            [r[1] for r in results])
+        if base:
+            ratio = statistics.median(r[0] for r in results) / statistics.median(r[0] for r in base)
+            lines += [f"median ratio (binary / baseline), {workers} worker(s): {ratio:.2f}", ""]
         if a.placeholder:
             results = [placeholder_run(a.binary, a.app, workers) for _ in range(a.runs)]
             lines += summarise(f"placeholder: assign → first 200, {workers} worker(s)",
