@@ -404,27 +404,39 @@ impl Initialised {
         };
         info!(worker = %worker, functions = functions.len(), "functions metadata received");
 
+        // Every FunctionLoad is sent at once, as the platform host does; the responses
+        // are matched by function id (the worker may answer in any order).
+        for function in &functions {
+            steps
+                .send(Content::FunctionLoadRequest(FunctionLoadRequest {
+                    function_id: function.function_id.clone(),
+                    metadata: Some(function.clone()),
+                    managed_dependency_enabled: false,
+                }))
+                .await?;
+        }
         let mut function_ids = HashMap::new();
         let mut load_errors = HashMap::new();
-        for function in &functions {
-            let reply = steps
-                .request(
-                    "FunctionLoadResponse",
-                    Content::FunctionLoadRequest(FunctionLoadRequest {
-                        function_id: function.function_id.clone(),
-                        metadata: Some(function.clone()),
-                        managed_dependency_enabled: false,
-                    }),
-                )
-                .await?;
-            let Content::FunctionLoadResponse(load) = reply else {
+        let names: HashMap<&str, &str> = functions
+            .iter()
+            .map(|f| (f.function_id.as_str(), f.name.as_str()))
+            .collect();
+        for _ in &functions {
+            let Content::FunctionLoadResponse(load) = steps.expect("FunctionLoadResponse").await?
+            else {
                 unreachable_reply(&worker)?
             };
+            let Some(name) = names.get(load.function_id.as_str()) else {
+                return Err(RpcError::Protocol {
+                    worker: worker.clone(),
+                    reason: format!("load response for unknown function id {}", load.function_id),
+                });
+            };
             if let Err(reason) = status_ok(load.result.as_ref()) {
-                error!(worker = %worker, function = %function.name, %reason, "function failed to load");
-                load_errors.insert(function.function_id.clone(), reason);
+                error!(worker = %worker, function = %name, %reason, "function failed to load");
+                load_errors.insert(load.function_id.clone(), reason);
             }
-            function_ids.insert(function.name.clone(), function.function_id.clone());
+            function_ids.insert((*name).to_owned(), load.function_id.clone());
         }
         info!(worker = %worker, failed = load_errors.len(), "functions loaded");
 
@@ -498,9 +510,11 @@ impl Steps<'_> {
         expected: &'static str,
         content: Content,
     ) -> Result<Content, RpcError> {
-        let closed = || RpcError::StreamClosed {
-            worker: self.worker.to_owned(),
-        };
+        self.send(content).await?;
+        self.expect(expected).await
+    }
+
+    async fn send(&mut self, content: Content) -> Result<(), RpcError> {
         let message = StreamingMessage {
             request_id: uuid::Uuid::new_v4().to_string(),
             content: Some(content),
@@ -509,8 +523,18 @@ impl Steps<'_> {
         self.outbound
             .send(Ok(message))
             .await
-            .map_err(|_| closed())?;
+            .map_err(|_| RpcError::StreamClosed {
+                worker: self.worker.to_owned(),
+            })?;
         self.traffic.sent.inc_by(len);
+        Ok(())
+    }
+
+    /// The next reply of the `expected` kind, printing logs that come before it.
+    async fn expect(&mut self, expected: &'static str) -> Result<Content, RpcError> {
+        let closed = || RpcError::StreamClosed {
+            worker: self.worker.to_owned(),
+        };
         let wait = async {
             loop {
                 let message = match self.inbound.message().await {
