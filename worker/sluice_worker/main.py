@@ -9,6 +9,9 @@ import sys
 
 from . import logs
 from .dispatcher import Dispatcher
+# Imported here, before worker.py puts the app's packages first: the transport must run
+# on the worker's own grpcio even when the app ships another one.
+from .transport import Transport
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -71,8 +74,6 @@ def _usage(message: str):
 
 
 async def serve(args) -> int:
-    from .transport import Transport  # the transport module is swappable; load it on use
-
     loop = asyncio.get_running_loop()
     transport = Transport(args.host, args.port, args.max_message_length)
     handler = logs.RpcLogHandler(transport.send)
