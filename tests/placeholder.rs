@@ -190,3 +190,25 @@ async fn broken_app_is_reported_then_a_good_assignment_succeeds() -> anyhow::Res
     assert_eq!(hello.text().await?, "Hello from the assigned v2 app");
     Ok(())
 }
+
+#[tokio::test]
+async fn assigned_app_gets_its_own_pinned_sdk_over_the_preimported_one() -> anyhow::Result<()> {
+    // The placeholder pre-imports the bundled azure-functions; this app pins another
+    // version (and its own protobuf and grpcio): after assignment it must see its own.
+    let sluice = start_placeholder(1).await?;
+    let (code, body) = assign(&sluice, json!({"app_dir": fixture("isolation")})).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let seen: Value = client()
+        .get(sluice.url("/api/versions"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(seen["azure-functions"], "2.0.0");
+    assert_eq!(seen["protobuf"], "5.29.5");
+    assert_eq!(seen["grpcio"], "1.70.0");
+    // And the worker still answers on its own transport.
+    let again = client().get(sluice.url("/api/versions")).send().await?;
+    assert_eq!(again.status(), StatusCode::OK);
+    Ok(())
+}

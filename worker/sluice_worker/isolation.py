@@ -42,11 +42,17 @@ def _dist_version(site: str, dist: str) -> str | None:
     return None
 
 
+def _evict(name: str) -> None:
+    for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        del sys.modules[module]
+
+
 def app_first(app_dir: str, app_site: str, worker_site: str, here: str, previous=(), reuse_same=False) -> None:
     """Rebuilds sys.path app-first; `previous` are paths of an earlier app (the
     placeholder) to drop. `reuse_same` keeps an imported module whose distribution the
     app ships in the very same version (a placeholder's pre-imported SDK)."""
     if app_site:
+        evicted = set()
         for name, (parts, dist) in _PRIVATE.items():
             if not os.path.isdir(os.path.join(app_site, *parts)):
                 continue
@@ -55,8 +61,13 @@ def app_first(app_dir: str, app_site: str, worker_site: str, here: str, previous
             ours = _dist_version(worker_site, dist) if reuse_same else None
             if ours is not None and ours == _dist_version(app_site, dist):
                 continue
-            for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
-                del sys.modules[module]
+            _evict(name)
+            evicted.add(name)
+        if "azure.functions" in evicted:
+            # A runtime imported before holds the old SDK's classes: it must be imported
+            # again, against the app's SDK, as on a normal start.
+            _evict("azure_functions_runtime")
+            _evict("azure_functions_runtime_v1")
     mine = {here, app_dir, worker_site, app_site, "", *previous}
     rest = [p for p in sys.path if p not in mine]
     sys.path[:] = _existing([app_site, worker_site, here, app_dir]) + rest
