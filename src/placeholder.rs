@@ -280,12 +280,18 @@ impl Placeholder {
         *assigned = Some(app_dir);
         self.supervise(workers.clone(), 0, Some(first));
 
-        // The others together; the answer waits for them so it can say how many run.
+        // The others next, leaving a core to the traffic the first one now takes
+        // (importing the app is CPU work); the answer waits for them so it can say how
+        // many run.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let at_once = Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)));
         let mut specialising = JoinSet::new();
         for (slot, (process, initialised)) in (1..).zip(idle) {
             let workers = workers.clone();
             let environment = environment.clone();
+            let at_once = at_once.clone();
             specialising.spawn(async move {
+                let _turn = at_once.acquire_owned().await;
                 (
                     slot,
                     specialise(&workers, process, initialised, &environment).await,

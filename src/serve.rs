@@ -242,7 +242,10 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         )));
         placeholder.start_workers();
         shutdown_signal().await;
-        return drain_and_exit(&config, drain, http).await;
+        let drained = drain_and_exit(&config, drain, http).await;
+        // The empty placeholder directory made for this process (left if not empty).
+        let _ = std::fs::remove_dir(&config.app_dir);
+        return drained;
     }
     let dispatcher = Arc::new(Dispatcher {
         pool: pool.clone(),
