@@ -4,7 +4,8 @@
 //! readiness check passes: a worker is ready and Sluice is not draining).
 //! It keeps answering until it is aborted at exit, so probes see `/readyz` 503 for the
 //! whole drain. It knows nothing about workers or the pool: readiness is a function
-//! the wiring gives it.
+//! the wiring gives it. In placeholder mode it also takes `POST /admin/assign` (a JSON
+//! body, at most 1 MiB), handed to the assignment function the wiring gives it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -23,6 +24,16 @@ use tracing::{debug, error};
 
 use crate::metrics::{self, Metrics};
 
+/// Largest `POST /admin/assign` body.
+const ASSIGN_BODY_LIMIT: usize = 1 << 20;
+
+/// Handles an assignment body; answers with a status and a short text.
+pub type AssignFn = Box<
+    dyn Fn(Bytes) -> std::pin::Pin<Box<dyn Future<Output = (StatusCode, String)> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// A scraper or probe that has not sent its request head by then is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,6 +42,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// `true` while Sluice should receive traffic.
     pub ready: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Placeholder mode: specialises the workers for the app in the body.
+    pub assign: Option<AssignFn>,
 }
 
 /// Binds the admin listener; port 0 picks a free port.
@@ -54,7 +67,12 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(&request)) }
+                async move {
+                    if request.uri().path() == "/admin/assign" {
+                        return Ok::<_, Infallible>(admin.assign(request).await);
+                    }
+                    Ok(admin.handle(&request))
+                }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -68,6 +86,36 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
 }
 
 impl Admin {
+    async fn assign(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(assign) = &self.assign else {
+            return text(StatusCode::NOT_FOUND, "not in placeholder mode\n");
+        };
+        if request.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+        }
+        let body = match Limited::new(request.into_body(), ASSIGN_BODY_LIMIT)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                debug!(error = %e, "assignment body unreadable");
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "cannot read the body (at most 1 MiB)\n",
+                );
+            }
+        };
+        let (status, message) = assign(body).await;
+        let mut response = Response::new(Full::new(Bytes::from(message)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+
     fn handle(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         if !matches!(*request.method(), Method::GET | Method::HEAD) {
             return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");

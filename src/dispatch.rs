@@ -15,6 +15,7 @@ use tracing::{debug, error, warn};
 use crate::admission::{Admission, Throttled, Ticket};
 use crate::body::{self, Body};
 use crate::budget::{BodyBudget, OverBudget, Reservation};
+use crate::config::{HostJson, ServeConfig};
 use crate::convert::{self, ConvertError};
 use crate::functions::{Catalog, FunctionInfo};
 use crate::keys::KeyStore;
@@ -165,6 +166,29 @@ impl InvokeError {
 }
 
 impl Dispatcher {
+    /// The dispatcher for one app: body limits from Sluice's configuration, throttles and
+    /// functionTimeout from the app's host.json.
+    pub fn new(
+        config: &ServeConfig,
+        host: &HostJson,
+        pool: Arc<Pool>,
+        catalog: Arc<OnceLock<Catalog>>,
+        keys: KeyStore,
+        metrics: Arc<Metrics>,
+    ) -> Dispatcher {
+        Dispatcher {
+            pool,
+            catalog,
+            keys,
+            body_limit: config.body_limit,
+            body_budget: BodyBudget::new(config.body_budget),
+            startup_timeout: config.startup_timeout,
+            admission: Admission::new(host.max_concurrent_requests, host.outstanding_cap()),
+            function_timeout: host.function_timeout,
+            metrics,
+        }
+    }
+
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let guard = self.metrics.request_started();

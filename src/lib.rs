@@ -21,6 +21,7 @@
 //! - [`pool`]: which workers are ready and how loaded; picks one.
 //! - [`rpc`]: the `FunctionRpc.EventStream` server and one session per worker.
 //! - [`lifecycle`]: worker slots: start, health pings, recycle, restart with backoff.
+//! - [`placeholder`]: `serve --placeholder`: idle initialised workers, `POST /admin/assign`.
 //! - [`supervisor`]: spawns the Python worker processes and relays their output.
 //! - [`worker_config`]: a worker described the platform way (`--worker-config`).
 //! - [`proto`]: the generated wire types.
@@ -41,6 +42,7 @@ pub mod http;
 pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
+pub mod placeholder;
 pub mod pool;
 pub mod proto;
 pub mod proxy;

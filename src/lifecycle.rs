@@ -12,7 +12,7 @@ use crate::functions::{Catalog, CatalogError};
 use crate::metrics::{Metrics, RestartReason, RuntimeLabels};
 use crate::pool::Pool;
 use crate::rpc::session::Handshake;
-use crate::rpc::{RpcError, RpcServer, Session};
+use crate::rpc::{Initialised, RpcError, RpcServer, Session};
 use crate::supervisor::{SupervisorError, WorkerLaunch, WorkerProcess};
 
 /// Restart backoff for a slot: doubles from the first value up to the cap.
@@ -99,13 +99,31 @@ impl Workers {
     }
 
     async fn launch_one(&self) -> Result<Running, StartError> {
+        let (process, initialised) = self.launch_initialised().await?;
+        self.finish(process, initialised).await
+    }
+
+    fn handshake<'a>(
+        &'a self,
+        id: &'a str,
+        index: &'a (dyn Fn() -> Result<Vec<crate::rpc::FunctionMeta>, String> + Sync),
+    ) -> Handshake<'a> {
+        Handshake {
+            worker_id: id,
+            app_dir: &self.launch.app_dir,
+            worker_dir: &self.launch.worker_dir,
+            host_version: env!("CARGO_PKG_VERSION"),
+            step_timeout: self.startup_timeout,
+            host_index: index,
+            traffic: self.metrics.rpc_traffic(),
+        }
+    }
+
+    /// Launch → StartStream → WorkerInit. Placeholder workers stop here until assignment.
+    pub async fn launch_initialised(&self) -> Result<(WorkerProcess, Initialised), StartError> {
         let id = uuid::Uuid::new_v4().to_string();
         let connection = self.rpc.expect(&id);
         let mut process = self.launch.spawn(&id, self.rpc.addr().port())?;
-        let exited = |status: std::io::Result<std::process::ExitStatus>| StartError::Exited {
-            worker: id.clone(),
-            status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
-        };
         let connection = tokio::select! {
             conn = tokio::time::timeout(self.startup_timeout, connection) => match conn {
                 Ok(Ok(conn)) => conn,
@@ -116,34 +134,28 @@ impl Workers {
             },
             status = process.exited() => {
                 self.rpc.forget(&id);
-                return Err(exited(status));
+                return Err(exited(&id, status));
             }
         };
-        let handshake = Handshake {
-            worker_id: &id,
-            app_dir: &self.launch.app_dir,
-            worker_dir: &self.launch.worker_dir,
-            host_version: env!("CARGO_PKG_VERSION"),
-            step_timeout: self.startup_timeout,
-            host_index: &|| {
-                crate::app::index_function_json(&self.launch.app_dir).map_err(|e| e.to_string())
-            },
-            traffic: self.metrics.rpc_traffic(),
-        };
-        let (session, functions) = tokio::select! {
-            started = Session::start(connection, handshake) => match started {
-                Ok(started) => started,
-                // A dying worker closes its stream first; report the exit, which says why.
-                Err(e @ RpcError::StreamClosed { .. }) => {
-                    match tokio::time::timeout(EXIT_GRACE, process.exited()).await {
-                        Ok(status) => return Err(exited(status)),
-                        Err(_) => return Err(e.into()),
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            },
-            status = process.exited() => return Err(exited(status)),
-        };
+        info!(worker = %id, "worker connected");
+        let no_index = || Err("not indexed at init".to_owned());
+        let handshake = self.handshake(&id, &no_index);
+        let initialised =
+            until_exit(&mut process, Initialised::init(connection, &handshake)).await?;
+        Ok((process, initialised))
+    }
+
+    /// FunctionsMetadata → FunctionLoad → in the pool, against this launch's app.
+    pub async fn finish(
+        &self,
+        mut process: WorkerProcess,
+        initialised: Initialised,
+    ) -> Result<Running, StartError> {
+        let id = process.id.clone();
+        let index =
+            || crate::app::index_function_json(&self.launch.app_dir).map_err(|e| e.to_string());
+        let handshake = self.handshake(&id, &index);
+        let (session, functions) = until_exit(&mut process, initialised.load(&handshake)).await?;
         if self.catalog.get().is_none() {
             let built = Catalog::build(&self.route_prefix, &functions)?;
             let names: Vec<&str> = built.functions.iter().map(|f| &*f.name).collect();
@@ -238,6 +250,35 @@ impl Workers {
 }
 
 const STUCK: &str = "stopped answering health pings";
+
+fn exited(worker: &str, status: std::io::Result<std::process::ExitStatus>) -> StartError {
+    StartError::Exited {
+        worker: worker.to_owned(),
+        status: status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+    }
+}
+
+/// Runs one handshake step while watching the process: a worker that dies mid-step is
+/// reported by its exit status, which says why (it closes its stream first).
+pub async fn until_exit<T>(
+    process: &mut WorkerProcess,
+    step: impl std::future::Future<Output = Result<T, RpcError>>,
+) -> Result<T, StartError> {
+    let id = process.id.clone();
+    tokio::select! {
+        done = step => match done {
+            Ok(done) => Ok(done),
+            Err(e @ RpcError::StreamClosed { .. }) => {
+                match tokio::time::timeout(EXIT_GRACE, process.exited()).await {
+                    Ok(status) => Err(exited(&id, status)),
+                    Err(_) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        },
+        status = process.exited() => Err(exited(&id, status)),
+    }
+}
 
 /// Waits until the worker exits or Sluice wants it replaced; pings it meanwhile.
 async fn watch(process: &mut WorkerProcess, session: &Session) -> Ended {

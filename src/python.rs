@@ -191,6 +191,9 @@ pub async fn find_python(
     if candidates.is_empty() {
         tried.push(format!("PATH: no {}", PATH_NAMES.join(", ")));
     }
+    // A pyenv shim runs `pyenv exec` (a shell script, 0.1–1 s) just to find the same
+    // interpreters the pyenv scan below probes directly: try shims only as a last resort.
+    let (shims, candidates): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|c| is_shim(c));
     for candidate in candidates {
         match probe(&candidate).await {
             Ok(info) => return Ok(info),
@@ -203,7 +206,7 @@ pub async fn find_python(
         .or_else(|| non_empty(env, "HOME").map(|home| Path::new(&home).join(".pyenv")));
     let Some(pyenv_root) = pyenv_root else {
         tried.push("pyenv: neither PYENV_ROOT nor HOME is set".to_owned());
-        return Err(PythonError::NotFound { tried });
+        return probe_shims(shims, tried).await;
     };
     let versions = pyenv_root.join("versions");
     let candidates = match pyenv_candidates(&versions) {
@@ -226,7 +229,30 @@ pub async fn find_python(
             Err(reason) => tried.push(format!("{}: {reason}", candidate.display())),
         }
     }
-    best.ok_or(PythonError::NotFound { tried })
+    match best {
+        Some(best) => Ok(best),
+        None => probe_shims(shims, tried).await,
+    }
+}
+
+/// A pyenv (or pyenv plugin) shim: an executable in a directory named `shims`.
+fn is_shim(path: &Path) -> bool {
+    path.parent()
+        .and_then(Path::file_name)
+        .is_some_and(|dir| dir == "shims")
+}
+
+async fn probe_shims(
+    shims: Vec<PathBuf>,
+    mut tried: Vec<String>,
+) -> Result<PythonInfo, PythonError> {
+    for candidate in shims {
+        match probe(&candidate).await {
+            Ok(info) => return Ok(info),
+            Err(reason) => tried.push(format!("{}: {reason}", candidate.display())),
+        }
+    }
+    Err(PythonError::NotFound { tried })
 }
 
 /// Builds (once, cached) the worker's private environment under `cache_dir`.
@@ -405,6 +431,8 @@ pub async fn ensure_app_packages(
     tokio::fs::rename(&tmp, &site_packages)
         .await
         .map_err(|source| io_error("moving installed packages into", &site_packages, source))?;
+    // pip byte-compiled the packages; the app's own modules too.
+    compile_app_code(python, &app_dir).await;
     write_file(&hash_file, wanted.as_bytes()).await?;
     info!(elapsed = ?started.elapsed(), app = %app_dir.display(), "app requirements installed");
     Ok(Some(site_packages))
@@ -438,25 +466,53 @@ async fn build_worker_env(
         write_file(&path, asset.bytes).await?;
     }
     create_dir_all(&worker_dir).await?;
-    // Byte-compiling only saves start-up time; a failure here must not block start-up.
+    compile_bytecode(python, &[&worker_dir, &site_packages], tmp).await;
+    write_file(&tmp.join(COMPLETE_MARKER), b"").await
+}
+
+/// Byte-compiles `dirs` at install time, so no worker start compiles (and a read-only
+/// deployment, where Python cannot write `__pycache__`, does not compile on every start).
+/// It only saves start-up time: a failure is logged at debug level and ignored.
+async fn compile_bytecode(python: &PythonInfo, dirs: &[&Path], cwd: &Path) {
     let mut compile = python_command(python);
     compile
         .args(["-m", "compileall", "-q"])
-        .arg(&worker_dir)
-        .arg(&site_packages)
-        .current_dir(tmp);
+        .args(dirs)
+        .current_dir(cwd);
     match compile.output().await {
         Ok(out) if out.status.success() => {}
         Ok(out) => debug!(status = %out.status, output = %combined_tail(&out), "compileall failed"),
         Err(error) => debug!(%error, "compileall could not run"),
     }
-    write_file(&tmp.join(COMPLETE_MARKER), b"").await
+}
+
+/// Byte-compiles the app's code (not `.python_packages`), best effort.
+async fn compile_app_code(python: &PythonInfo, app_dir: &Path) {
+    let mut compile = python_command(python);
+    compile
+        .args([
+            "-m",
+            "compileall",
+            "-q",
+            "-x",
+            r"[/\\]\.python_packages[/\\]",
+        ])
+        .arg(app_dir)
+        .current_dir(app_dir);
+    match compile.output().await {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            debug!(status = %out.status, output = %combined_tail(&out), "compileall of the app failed")
+        }
+        Err(error) => debug!(%error, "compileall could not run"),
+    }
 }
 
 /// Runs the interpreter and checks it is Python ≥ 3.13.
 async fn probe(path: &Path) -> Result<PythonInfo, Rejection> {
     let mut cmd = Command::new(path);
-    cmd.args(["-c", PROBE_SCRIPT])
+    // -I -S: no site import or user paths; the version and path need neither.
+    cmd.args(["-I", "-S", "-c", PROBE_SCRIPT])
         .env_remove("PYTHONPATH")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1176,6 +1232,18 @@ mod tests {
         let packages = app.0.join(APP_PACKAGES_DIR);
         assert!(!packages.join("lib/site-packages").exists());
         assert!(!packages.join(APP_HASH_FILE).exists());
+    }
+
+    #[test]
+    fn pyenv_shims_are_recognised() {
+        assert!(is_shim(Path::new("/root/.pyenv/shims/python3.13")));
+        assert!(is_shim(Path::new(
+            "/root/.pyenv/plugins/pyenv-virtualenv/shims/python3.13"
+        )));
+        assert!(!is_shim(Path::new("/usr/bin/python3.13")));
+        assert!(!is_shim(Path::new(
+            "/root/.pyenv/versions/3.13.0/bin/python3.13"
+        )));
     }
 
     #[test]

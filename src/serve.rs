@@ -9,7 +9,6 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::admin::Admin;
-use crate::admission::Admission;
 use crate::config::ServeConfig;
 use crate::dispatch::Dispatcher;
 use crate::functions::CatalogError;
@@ -48,6 +47,10 @@ const WORKER_ASSETS: &[Asset] = &[
     Asset {
         path: "sluice_worker/dispatcher.py",
         bytes: include_bytes!("../worker/sluice_worker/dispatcher.py"),
+    },
+    Asset {
+        path: "sluice_worker/isolation.py",
+        bytes: include_bytes!("../worker/sluice_worker/isolation.py"),
     },
     Asset {
         path: "sluice_worker/logs.py",
@@ -136,6 +139,14 @@ pub async fn prepare(config: &ServeConfig) -> Result<Prepared, ServeError> {
             None => None,
         },
         python_version,
+        extra_env: if config.placeholder {
+            vec![(
+                crate::placeholder::PLACEHOLDER_MODE_VAR.to_owned(),
+                "1".to_owned(),
+            )]
+        } else {
+            Vec::new()
+        },
     };
     Ok(Prepared { python, launch })
 }
@@ -165,7 +176,7 @@ impl Workers {
 pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     // First, so that the cold start counts from here.
     let metrics = Arc::new(Metrics::new());
-    let Prepared { launch, .. } = prepare(&config).await?;
+    let Prepared { launch, python } = prepare(&config).await?;
     let keys = match &config.secrets_file {
         Some(path) => KeyStore::load(path)?,
         None => KeyStore::default(),
@@ -189,19 +200,6 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
 
     let pool = Arc::new(Pool::default());
     let (drain, drain_rx) = watch::channel(false);
-    let admin = Admin {
-        metrics: metrics.clone(),
-        ready: {
-            let pool = pool.clone();
-            let draining = drain_rx.clone();
-            Box::new(move || !*draining.borrow() && pool.ready_count() > 0)
-        },
-    };
-    // Answers until exit, so probes see /readyz 503 for the whole drain.
-    let _admin = AbortOnDrop(tokio::spawn(crate::admin::serve(
-        admin_listener,
-        Arc::new(admin),
-    )));
     let workers = Arc::new(Workers::new(
         &config,
         launch,
@@ -209,38 +207,99 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         pool.clone(),
         metrics.clone(),
     ));
-    let dispatcher = Arc::new(Dispatcher {
-        pool: pool.clone(),
-        catalog: workers.catalog.clone(),
-        keys,
-        body_limit: config.body_limit,
-        body_budget: crate::budget::BodyBudget::new(config.body_budget),
-        startup_timeout: config.startup_timeout,
-        admission: Admission::new(
-            config.host.max_concurrent_requests,
-            config.host.outstanding_cap(),
-        ),
-        function_timeout: config.host.function_timeout,
-        metrics,
+    let placeholder = config.placeholder.then(|| {
+        crate::placeholder::Placeholder::new(
+            config.clone(),
+            python,
+            workers.clone(),
+            keys.clone(),
+            metrics.clone(),
+        )
     });
-    let mut http = AbortOnDrop(tokio::spawn(crate::http::serve(
+    let admin = Admin {
+        metrics: metrics.clone(),
+        ready: {
+            let pool = pool.clone();
+            let draining = drain_rx.clone();
+            Box::new(move || !*draining.borrow() && pool.ready_count() > 0)
+        },
+        assign: placeholder.clone().map(|p| -> crate::admin::AssignFn {
+            Box::new(move |body| {
+                let p = p.clone();
+                Box::pin(async move { p.assign_request(body).await })
+            })
+        }),
+    };
+    // Answers until exit, so probes see /readyz 503 for the whole drain.
+    let _admin = AbortOnDrop(tokio::spawn(crate::admin::serve(
+        admin_listener,
+        Arc::new(admin),
+    )));
+    let front_end = crate::http::FrontEnd {
+        io: config.io,
+        threads: config.threads,
+        simulate_uring_failure: config.simulate_uring_failure,
+    };
+    if let Some(placeholder) = placeholder {
+        let handler = {
+            let placeholder = placeholder.clone();
+            move |request| {
+                let placeholder = placeholder.clone();
+                async move { placeholder.handle(request).await }
+            }
+        };
+        let http = AbortOnDrop(tokio::spawn(crate::http::serve_with(
+            listener,
+            handler,
+            HttpLimits::default(),
+            front_end,
+            drain_rx,
+        )));
+        placeholder.start_workers();
+        shutdown_signal().await;
+        let drained = drain_and_exit(&config, drain, http).await;
+        // The empty placeholder directory made for this process (left if not empty).
+        let _ = std::fs::remove_dir(&config.app_dir);
+        return drained;
+    }
+    let dispatcher = Arc::new(Dispatcher::new(
+        &config,
+        &config.host,
+        pool.clone(),
+        workers.catalog.clone(),
+        keys,
+        metrics,
+    ));
+    let http = AbortOnDrop(tokio::spawn(crate::http::serve(
         listener,
         dispatcher,
         HttpLimits::default(),
-        crate::http::FrontEnd {
-            io: config.io,
-            threads: config.threads,
-            simulate_uring_failure: config.simulate_uring_failure,
-        },
+        front_end,
         drain_rx,
     )));
 
-    // Start every slot at once; the app is served as soon as the first is ready.
+    // The app is served as soon as the first worker is ready. A worker's start is CPU
+    // work (interpreter, imports, indexing): started together on a small machine, they
+    // share the cores and the first is ready only when all are. So the first starts
+    // alone, and the others all at once when it is ready (or has failed).
     let mut starts = JoinSet::new();
+    let (first_done, first_rx) = watch::channel(false);
     for slot in 0..config.workers.get() {
         let workers = workers.clone();
-        starts.spawn(async move { (slot, workers.start().await) });
+        let mut first_rx = first_rx.clone();
+        let first_done = (slot == 0).then(|| first_done.clone());
+        starts.spawn(async move {
+            if first_done.is_none() {
+                let _ = first_rx.wait_for(|done| *done).await;
+            }
+            let started = workers.start().await;
+            if let Some(done) = first_done {
+                let _ = done.send(true);
+            }
+            (slot, started)
+        });
     }
+    drop(first_done);
     let mut slots = JoinSet::new();
     let mut fatal = None;
     let mut started = 0;
@@ -279,6 +338,17 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         _ = shutdown_signal() => {}
         _ = all_done(&mut slots) => return Err(ServeError::AllSlotsFailed),
     }
+    let drained = drain_and_exit(&config, drain, http).await;
+    slots.abort_all();
+    drained
+}
+
+/// Stops accepting, lets requests in flight finish within the grace period.
+async fn drain_and_exit(
+    config: &ServeConfig,
+    drain: watch::Sender<bool>,
+    mut http: AbortOnDrop,
+) -> Result<(), ServeError> {
     info!(grace = ?config.drain_grace, "draining");
     let _ = drain.send(true);
     tokio::select! {
@@ -286,7 +356,6 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         _ = tokio::time::sleep(config.drain_grace) => warn!("drain grace period over; exiting with requests in flight"),
         _ = shutdown_signal() => return Err(ServeError::Interrupted),
     }
-    slots.abort_all();
     Ok(())
 }
 

@@ -26,6 +26,8 @@ pub struct WorkerLaunch {
     pub python_version: String,
     /// `--worker-config`: launch this described worker instead of Sluice's own.
     pub description: Option<WorkerDescription>,
+    /// Set last, over everything else: the placeholder flag, or an assignment's variables.
+    pub extra_env: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,9 +64,9 @@ impl WorkerLaunch {
         // The platform's order: executable, its arguments, worker path, worker arguments,
         // then the transport flags (both the classic and the prefixed forms).
         let own_worker = self.worker_dir.join("worker.py");
-        let (executable, worker_directory) = match &self.description {
-            Some(d) => (d.executable.as_path(), d.dir.as_path()),
-            None => (self.python.as_path(), self.worker_dir.as_path()),
+        let executable = match &self.description {
+            Some(d) => d.executable.as_path(),
+            None => self.python.as_path(),
         };
         let mut cmd = Command::new(executable);
         match &self.description {
@@ -85,29 +87,15 @@ impl WorkerLaunch {
             .args(["--functions-request-id", &request_id])
             .args(["--functions-grpc-max-message-length", &max_message])
             .current_dir(&self.app_dir)
-            .env("FUNCTIONS_WORKER_DIRECTORY", worker_directory)
-            .env("FUNCTIONS_APPLICATION_DIRECTORY", &self.app_dir)
-            .env("FUNCTIONS_WORKER_RUNTIME", "python")
-            .env("FUNCTIONS_WORKER_RUNTIME_VERSION", &self.python_version)
-            .env("SLUICE_WORKER_SITE", &self.worker_site)
-            // What a wrapper in a worker description needs to run Sluice's own worker.
-            .env("SLUICE_PYTHON_EXECUTABLE", &self.python)
-            .env("SLUICE_WORKER_SCRIPT", &own_worker)
-            // Line-by-line relay of print() output needs unbuffered streams.
-            .env("PYTHONUNBUFFERED", "1")
             .env_remove("PYTHONPATH")
+            .envs(self.worker_env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // The platform host sets this when it is unset (host DefaultConcurrencyLimit).
-        if std::env::var_os("PYTHON_THREADPOOL_THREAD_COUNT").is_none() {
-            cmd.env("PYTHON_THREADPOOL_THREAD_COUNT", "1000");
+        if self.app_site.is_none() {
+            cmd.env_remove("SLUICE_APP_SITE");
         }
-        match &self.app_site {
-            Some(site) => cmd.env("SLUICE_APP_SITE", site),
-            None => cmd.env_remove("SLUICE_APP_SITE"),
-        };
         let mut child = cmd.spawn().map_err(|source| SupervisorError::Spawn {
             worker: worker_id.to_owned(),
             python: executable.to_path_buf(),
@@ -124,6 +112,69 @@ impl WorkerLaunch {
             id: worker_id.to_owned(),
             child,
         })
+    }
+}
+
+impl WorkerLaunch {
+    /// The variables Sluice sets for a worker, on top of its own environment.
+    fn worker_env(&self) -> Vec<(String, String)> {
+        let worker_directory = match &self.description {
+            Some(d) => d.dir.as_path(),
+            None => self.worker_dir.as_path(),
+        };
+        let path = |p: &std::path::Path| p.display().to_string();
+        let mut env = vec![
+            (
+                "FUNCTIONS_WORKER_DIRECTORY".to_owned(),
+                path(worker_directory),
+            ),
+            (
+                "FUNCTIONS_APPLICATION_DIRECTORY".to_owned(),
+                path(&self.app_dir),
+            ),
+            ("FUNCTIONS_WORKER_RUNTIME".to_owned(), "python".to_owned()),
+            (
+                "FUNCTIONS_WORKER_RUNTIME_VERSION".to_owned(),
+                self.python_version.clone(),
+            ),
+            ("SLUICE_WORKER_SITE".to_owned(), path(&self.worker_site)),
+            // What a wrapper in a worker description needs to run Sluice's own worker.
+            ("SLUICE_PYTHON_EXECUTABLE".to_owned(), path(&self.python)),
+            (
+                "SLUICE_WORKER_SCRIPT".to_owned(),
+                path(&self.worker_dir.join("worker.py")),
+            ),
+            // Line-by-line relay of print() output needs unbuffered streams.
+            ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
+        ];
+        // The platform host sets this when it is unset (host DefaultConcurrencyLimit).
+        if std::env::var_os("PYTHON_THREADPOOL_THREAD_COUNT").is_none() {
+            env.push((
+                "PYTHON_THREADPOOL_THREAD_COUNT".to_owned(),
+                "1000".to_owned(),
+            ));
+        }
+        if let Some(site) = &self.app_site {
+            env.push(("SLUICE_APP_SITE".to_owned(), path(site)));
+        }
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
+
+    /// The whole environment a specialised worker gets (FunctionEnvironmentReloadRequest):
+    /// Sluice's own, then what it sets for workers, then the assignment's variables;
+    /// placeholder-only and empty values left out, as the platform host does.
+    pub fn reload_environment(&self) -> std::collections::HashMap<String, String> {
+        let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+        env.extend(self.worker_env());
+        for gone in ["PYTHONPATH", crate::placeholder::PLACEHOLDER_MODE_VAR] {
+            env.remove(gone);
+        }
+        if self.app_site.is_none() {
+            env.remove("SLUICE_APP_SITE");
+        }
+        env.retain(|k, v| !k.is_empty() && !v.is_empty());
+        env
     }
 }
 

@@ -4,12 +4,13 @@ Dependency isolation (the platform's Python 3.13+ rule: the app's packages never
 with the worker's). Start-up happens in two phases:
 
 1. Only the worker's private environment is importable. The worker imports everything
-   it needs — grpcio, protobuf, uvloop and its own package — and builds its message
-   classes.
-2. The worker's copies of packages that the app also ships (in
-   APP_DIR/.python_packages) are taken out of `sys.modules`, and the import path is
-   rebuilt app-first: app packages, then the worker environment (the bundled runtime
-   library and SDK, used when the app has none), then the app directory.
+   it needs — the transport, protobuf, uvloop and its own package — and builds its
+   message classes.
+2. The import path is rebuilt app-first (`sluice_worker.isolation`): app packages, then
+   the worker environment (the bundled runtime library and SDK, used when the app has
+   none), then the app directory; worker modules the app ships another version of are
+   taken out of `sys.modules`. A placeholder worker (WEBSITE_PLACEHOLDER_MODE=1) does
+   phase 2 again when it is specialised for the real app.
 
 From then on every import — the runtime library, `azure.functions`, the app's code —
 resolves to the app's copy where it has one, while the worker keeps the module objects
@@ -18,19 +19,6 @@ side because each is loaded from its own file with its own symbols.
 """
 import os
 import sys
-
-# Top-level packages the worker uses internally. If the app ships its own copy of one,
-# the app's copy is what the app imports; the worker keeps using its own.
-_PRIVATE = {
-    "grpc": ("grpc",),
-    "google.protobuf": ("google", "protobuf"),
-    "google._upb": ("google", "_upb"),
-    "uvloop": ("uvloop",),
-}
-
-
-def _existing(paths):
-    return [p for p in paths if p and os.path.isdir(p)]
 
 
 def main() -> int:
@@ -42,16 +30,12 @@ def main() -> int:
     rest = [p for p in sys.path if p not in ours]
 
     # Phase 1: the worker's own dependencies only.
-    sys.path[:] = _existing([worker_site, here]) + rest
+    sys.path[:] = [p for p in (worker_site, here) if p and os.path.isdir(p)] + rest
+    from sluice_worker.isolation import app_first
     from sluice_worker.main import main as worker_main
 
-    # Phase 2: hide what the app brings its own copy of, then go app-first.
-    if app_site:
-        for name, parts in _PRIVATE.items():
-            if os.path.isdir(os.path.join(app_site, *parts)):
-                for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
-                    del sys.modules[module]
-    sys.path[:] = _existing([app_site, worker_site, here, app_dir]) + rest
+    # Phase 2: app-first.
+    app_first(app_dir, app_site, worker_site, here)
     return worker_main(sys.argv[1:])
 
 

@@ -61,7 +61,8 @@ pub struct CheckArgs {
 impl From<CheckArgs> for ServeArgs {
     fn from(args: CheckArgs) -> ServeArgs {
         ServeArgs {
-            app_dir: args.app_dir,
+            app_dir: Some(args.app_dir),
+            placeholder: false,
             config: None,
             port: Some(0),
             bind: Some(IpAddr::from([127, 0, 0, 1])),
@@ -83,7 +84,12 @@ impl From<CheckArgs> for ServeArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The function app directory (host.json, function_app.py, requirements.txt).
-    pub app_dir: PathBuf,
+    #[arg(required_unless_present = "placeholder")]
+    pub app_dir: Option<PathBuf>,
+    /// Start workers against an empty placeholder app; `POST /admin/assign` on the admin
+    /// listener specialises them for the real app (see README, "Placeholder mode").
+    #[arg(long, conflicts_with = "app_dir")]
+    pub placeholder: bool,
     /// A TOML config file (keys as in config/sluice.toml); flags and environment win over it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -198,6 +204,8 @@ pub struct ServeConfig {
     /// `SLUICE_URING_PROBE=fail`: the io_uring probe fails as on a kernel that refuses
     /// io_uring (EPERM), to test the fallback to epoll.
     pub simulate_uring_failure: bool,
+    /// `--placeholder`: `app_dir` is an empty placeholder directory until assignment.
+    pub placeholder: bool,
 }
 
 /// Sluice's default functionTimeout (the platform's Premium/Dedicated default).
@@ -331,11 +339,15 @@ impl ServeConfig {
         args: ServeArgs,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ServeConfig, ConfigError> {
-        if !args.app_dir.is_dir() {
-            return Err(ConfigError::NoAppDir { path: args.app_dir });
+        let given = match args.app_dir {
+            Some(dir) => dir,
+            None => placeholder_dir()?,
+        };
+        if !given.is_dir() {
+            return Err(ConfigError::NoAppDir { path: given });
         }
-        let app_dir = std::fs::canonicalize(&args.app_dir).map_err(|source| ConfigError::Read {
-            path: args.app_dir.clone(),
+        let app_dir = std::fs::canonicalize(&given).map_err(|source| ConfigError::Read {
+            path: given.clone(),
             source,
         })?;
         let file = match &args.config {
@@ -446,6 +458,7 @@ impl ServeConfig {
                 crate::python::Install::Auto
             },
             app_dir,
+            placeholder: args.placeholder,
         })
     }
 }
@@ -466,6 +479,16 @@ fn parse_bytes(name: &'static str, value: String) -> Result<u64, ConfigError> {
 /// `--threads 1` leaves more of a small pod to the Python workers.
 pub fn default_threads() -> NonZeroUsize {
     std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+/// The empty app directory placeholder workers start against (one per Sluice process).
+fn placeholder_dir() -> Result<PathBuf, ConfigError> {
+    let dir = std::env::temp_dir().join(format!("sluice-placeholder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| ConfigError::Read {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
 }
 
 fn check_workers(name: &'static str, value: String) -> Result<NonZeroUsize, ConfigError> {
@@ -496,7 +519,8 @@ mod tests {
 
     fn args(dir: &Path) -> ServeArgs {
         ServeArgs {
-            app_dir: dir.to_path_buf(),
+            app_dir: Some(dir.to_path_buf()),
+            placeholder: false,
             config: None,
             port: None,
             bind: None,

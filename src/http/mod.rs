@@ -154,7 +154,7 @@ pub async fn serve(
 }
 
 /// [`serve`] with any request handler (tests use stubs instead of a dispatcher).
-async fn serve_with<H, F>(
+pub async fn serve_with<H, F>(
     listener: TcpListener,
     handler: H,
     limits: HttpLimits,

@@ -3,11 +3,12 @@
 //! the platform's start-up handshake and correlates invocations by id.
 //! Knows nothing about HTTP routing; HTTP ⇄ RpcHttp conversion lives in `convert`.
 
+mod reload;
 pub mod server;
 pub mod session;
 
 pub use server::{Connection, RpcServer};
-pub use session::{FunctionMeta, Session};
+pub use session::{FunctionMeta, Initialised, Session};
 
 use std::time::Duration;
 

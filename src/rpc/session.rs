@@ -54,7 +54,7 @@ pub struct RuntimeInfo {
 impl RuntimeInfo {
     /// From the worker's WorkerMetadata custom properties (set by Sluice's worker; other
     /// workers leave them out, shown as "?").
-    fn reported(meta: Option<&crate::proto::WorkerMetadata>) -> RuntimeInfo {
+    pub(super) fn reported(meta: Option<&crate::proto::WorkerMetadata>) -> RuntimeInfo {
         let prop = |key: &str| {
             meta.and_then(|m| m.custom_properties.get(key))
                 .cloned()
@@ -122,6 +122,20 @@ pub struct Handshake<'a> {
     pub traffic: RpcTraffic,
 }
 
+/// A worker past WorkerInit whose functions are not loaded yet. Normal start goes on to
+/// [`Initialised::load`] at once; a placeholder worker waits here until assignment
+/// ([`Initialised::reload_environment`], in `reload.rs`).
+pub struct Initialised {
+    pub(super) worker: String,
+    pub(super) inbound: Streaming<StreamingMessage>,
+    pub(super) outbound: mpsc::Sender<Result<StreamingMessage, Status>>,
+    pub(super) runtime: RuntimeInfo,
+    pub(super) answers_pings: bool,
+    pub(super) http: Option<WorkerHttp>,
+    pub(super) traffic: RpcTraffic,
+    pub(super) step_timeout: Duration,
+}
+
 impl Session {
     /// Runs the start-up sequence on a freshly connected worker. Returns the session
     /// (reading its stream in the background) and the functions the worker indexed.
@@ -129,139 +143,7 @@ impl Session {
         conn: Connection,
         hs: Handshake<'_>,
     ) -> Result<(Arc<Session>, Vec<FunctionMeta>), RpcError> {
-        let Connection {
-            mut inbound,
-            outbound,
-        } = conn;
-        let worker = hs.worker_id.to_owned();
-        let app_dir = hs.app_dir.display().to_string();
-        let mut steps = Steps {
-            worker: &worker,
-            inbound: &mut inbound,
-            outbound: &outbound,
-            timeout: hs.step_timeout,
-            traffic: &hs.traffic,
-        };
-
-        let init = steps
-            .request(
-                "WorkerInitResponse",
-                Content::WorkerInitRequest(WorkerInitRequest {
-                    host_version: hs.host_version.to_owned(),
-                    capabilities: HashMap::new(),
-                    log_categories: HashMap::new(),
-                    worker_directory: hs.worker_dir.display().to_string(),
-                    function_app_directory: app_dir.clone(),
-                }),
-            )
-            .await?;
-        let Content::WorkerInitResponse(init) = init else {
-            unreachable_reply(&worker)?
-        };
-        check(&worker, "to initialise", init.result.as_ref())?;
-        let answers_pings = init.capabilities.contains_key("WorkerStatus");
-        let http =
-            WorkerHttp::from_capabilities(&init.capabilities).map_err(|e| RpcError::Protocol {
-                worker: worker.clone(),
-                reason: e.to_string(),
-            })?;
-        if let Some(http) = &http {
-            info!(worker = %worker, uri = %http.authority(), "the app streams HTTP (http-v2): requests are forwarded to the worker's HTTP server");
-        }
-        let runtime = RuntimeInfo::reported(init.worker_metadata.as_ref());
-        info!(
-            worker = %worker,
-            python = init.worker_metadata.as_ref().map_or("?", |m| m.runtime_version.as_str()),
-            runtime = %runtime.package,
-            runtime_version = %runtime.version,
-            source = %runtime.source,
-            "worker initialised"
-        );
-        if let Some(extensions) = &runtime.extensions
-            && !WARNED_EXTENSIONS.swap(true, Ordering::Relaxed)
-        {
-            warn!(
-                %extensions,
-                "the app registers worker extensions; they are not supported on Python 3.13+ and are ignored"
-            );
-        }
-        if is_prerelease(&runtime.version) {
-            warn!(worker = %worker, runtime = %runtime.package, version = %runtime.version, "the app pins a pre-release of the runtime library");
-        }
-
-        let reply = steps
-            .request(
-                "FunctionMetadataResponse",
-                Content::FunctionsMetadataRequest(FunctionsMetadataRequest {
-                    function_app_directory: app_dir,
-                }),
-            )
-            .await?;
-        let Content::FunctionMetadataResponse(metadata) = reply else {
-            unreachable_reply(&worker)?
-        };
-        check(&worker, "to index the app", metadata.result.as_ref())?;
-        let functions = if metadata.use_default_metadata_indexing {
-            (hs.host_index)().map_err(|message| RpcError::Failed {
-                worker: worker.clone(),
-                stage: "to index function.json folders",
-                message,
-            })?
-        } else {
-            metadata.function_metadata_results
-        };
-
-        let mut function_ids = HashMap::new();
-        let mut load_errors = HashMap::new();
-        for function in &functions {
-            let reply = steps
-                .request(
-                    "FunctionLoadResponse",
-                    Content::FunctionLoadRequest(FunctionLoadRequest {
-                        function_id: function.function_id.clone(),
-                        metadata: Some(function.clone()),
-                        managed_dependency_enabled: false,
-                    }),
-                )
-                .await?;
-            let Content::FunctionLoadResponse(load) = reply else {
-                unreachable_reply(&worker)?
-            };
-            if let Err(reason) = status_ok(load.result.as_ref()) {
-                error!(worker = %worker, function = %function.name, %reason, "function failed to load");
-                load_errors.insert(function.function_id.clone(), reason);
-            }
-            function_ids.insert(function.name.clone(), function.function_id.clone());
-        }
-
-        let pending: Arc<Pending> = Arc::default();
-        let pings: Arc<Pings> = Arc::default();
-        let closed = Arc::new(AtomicBool::new(false));
-        tokio::spawn(read_loop(
-            worker.clone(),
-            inbound,
-            pending.clone(),
-            pings.clone(),
-            closed.clone(),
-            hs.traffic.clone(),
-        ));
-        let session = Session {
-            worker,
-            runtime,
-            outbound,
-            function_ids,
-            load_errors,
-            pending,
-            answered: std::sync::atomic::AtomicU64::new(0),
-            pings,
-            answers_pings,
-            http,
-            closed,
-            traffic: hs.traffic,
-            recycle: Mutex::new(None),
-            recycle_requested: Notify::new(),
-        };
-        Ok((Arc::new(session), functions))
+        Initialised::init(conn, &hs).await?.load(&hs).await
     }
 
     pub fn worker(&self) -> &str {
@@ -438,6 +320,206 @@ impl Session {
     }
 }
 
+impl Initialised {
+    /// WorkerInit: the worker imports its runtime library (and, for a v2 app, indexes it).
+    pub async fn init(conn: Connection, hs: &Handshake<'_>) -> Result<Initialised, RpcError> {
+        let Connection { inbound, outbound } = conn;
+        let mut this = Initialised {
+            worker: hs.worker_id.to_owned(),
+            inbound,
+            outbound,
+            runtime: RuntimeInfo::default(),
+            answers_pings: false,
+            http: None,
+            traffic: hs.traffic.clone(),
+            step_timeout: hs.step_timeout,
+        };
+        let worker = this.worker.clone();
+        let init = this
+            .steps()
+            .request(
+                "WorkerInitResponse",
+                Content::WorkerInitRequest(WorkerInitRequest {
+                    host_version: hs.host_version.to_owned(),
+                    capabilities: HashMap::new(),
+                    log_categories: HashMap::new(),
+                    worker_directory: hs.worker_dir.display().to_string(),
+                    function_app_directory: hs.app_dir.display().to_string(),
+                }),
+            )
+            .await?;
+        let Content::WorkerInitResponse(init) = init else {
+            unreachable_reply(&worker)?
+        };
+        check(&worker, "to initialise", init.result.as_ref())?;
+        this.answers_pings = init.capabilities.contains_key("WorkerStatus");
+        this.set_http(&init.capabilities)?;
+        this.runtime = RuntimeInfo::reported(init.worker_metadata.as_ref());
+        info!(
+            worker = %worker,
+            python = init.worker_metadata.as_ref().map_or("?", |m| m.runtime_version.as_str()),
+            runtime = %this.runtime.package,
+            runtime_version = %this.runtime.version,
+            source = %this.runtime.source,
+            "worker initialised"
+        );
+        this.warn_about_runtime();
+        Ok(this)
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    pub(super) fn steps(&mut self) -> Steps<'_> {
+        Steps {
+            worker: &self.worker,
+            inbound: &mut self.inbound,
+            outbound: &self.outbound,
+            timeout: self.step_timeout,
+            traffic: &self.traffic,
+        }
+    }
+
+    /// Reads `HttpUri` from the worker's capabilities (WorkerInit, or an environment
+    /// reload that made the app http-v2).
+    pub(super) fn set_http(
+        &mut self,
+        capabilities: &HashMap<String, String>,
+    ) -> Result<(), RpcError> {
+        let http = WorkerHttp::from_capabilities(capabilities).map_err(|e| RpcError::Protocol {
+            worker: self.worker.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(http) = http {
+            info!(worker = %self.worker, uri = %http.authority(), "the app streams HTTP (http-v2): requests are forwarded to the worker's HTTP server");
+            self.http = Some(http);
+        }
+        Ok(())
+    }
+
+    pub(super) fn warn_about_runtime(&self) {
+        let runtime = &self.runtime;
+        if let Some(extensions) = &runtime.extensions
+            && !WARNED_EXTENSIONS.swap(true, Ordering::Relaxed)
+        {
+            warn!(
+                %extensions,
+                "the app registers worker extensions; they are not supported on Python 3.13+ and are ignored"
+            );
+        }
+        if is_prerelease(&runtime.version) {
+            warn!(worker = %self.worker, runtime = %runtime.package, version = %runtime.version, "the app pins a pre-release of the runtime library");
+        }
+    }
+
+    /// FunctionsMetadata, then one FunctionLoad per function; the session is then ready.
+    pub async fn load(
+        mut self,
+        hs: &Handshake<'_>,
+    ) -> Result<(Arc<Session>, Vec<FunctionMeta>), RpcError> {
+        let worker = self.worker.clone();
+        let app_dir = hs.app_dir.display().to_string();
+        let mut steps = self.steps();
+        let reply = steps
+            .request(
+                "FunctionMetadataResponse",
+                Content::FunctionsMetadataRequest(FunctionsMetadataRequest {
+                    function_app_directory: app_dir,
+                }),
+            )
+            .await?;
+        let Content::FunctionMetadataResponse(metadata) = reply else {
+            unreachable_reply(&worker)?
+        };
+        check(&worker, "to index the app", metadata.result.as_ref())?;
+        let functions = if metadata.use_default_metadata_indexing {
+            (hs.host_index)().map_err(|message| RpcError::Failed {
+                worker: worker.clone(),
+                stage: "to index function.json folders",
+                message,
+            })?
+        } else {
+            metadata.function_metadata_results
+        };
+        info!(worker = %worker, functions = functions.len(), "functions metadata received");
+
+        // Every FunctionLoad is sent at once, as the platform host does; the responses
+        // are matched by function id (the worker may answer in any order).
+        for function in &functions {
+            steps
+                .send(Content::FunctionLoadRequest(FunctionLoadRequest {
+                    function_id: function.function_id.clone(),
+                    metadata: Some(function.clone()),
+                    managed_dependency_enabled: false,
+                }))
+                .await?;
+        }
+        let mut function_ids = HashMap::new();
+        let mut load_errors = HashMap::new();
+        let names: HashMap<&str, &str> = functions
+            .iter()
+            .map(|f| (f.function_id.as_str(), f.name.as_str()))
+            .collect();
+        for _ in &functions {
+            let Content::FunctionLoadResponse(load) = steps.expect("FunctionLoadResponse").await?
+            else {
+                unreachable_reply(&worker)?
+            };
+            let Some(name) = names.get(load.function_id.as_str()) else {
+                return Err(RpcError::Protocol {
+                    worker: worker.clone(),
+                    reason: format!("load response for unknown function id {}", load.function_id),
+                });
+            };
+            if let Err(reason) = status_ok(load.result.as_ref()) {
+                error!(worker = %worker, function = %name, %reason, "function failed to load");
+                load_errors.insert(load.function_id.clone(), reason);
+            }
+            function_ids.insert((*name).to_owned(), load.function_id.clone());
+        }
+        info!(worker = %worker, failed = load_errors.len(), "functions loaded");
+
+        let pending: Arc<Pending> = Arc::default();
+        let pings: Arc<Pings> = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let Initialised {
+            inbound,
+            outbound,
+            runtime,
+            answers_pings,
+            http,
+            traffic,
+            ..
+        } = self;
+        tokio::spawn(read_loop(
+            worker.clone(),
+            inbound,
+            pending.clone(),
+            pings.clone(),
+            closed.clone(),
+            traffic.clone(),
+        ));
+        let session = Session {
+            worker,
+            runtime,
+            outbound,
+            function_ids,
+            load_errors,
+            pending,
+            answered: std::sync::atomic::AtomicU64::new(0),
+            pings,
+            answers_pings,
+            http,
+            closed,
+            traffic,
+            recycle: Mutex::new(None),
+            recycle_requested: Notify::new(),
+        };
+        Ok((Arc::new(session), functions))
+    }
+}
+
 /// Removes an invocation's pending entry when its caller stops waiting. The worker
 /// cannot be told (Python workers do not take InvocationCancel); a late response is
 /// then dropped as unknown.
@@ -456,7 +538,7 @@ impl Drop for PendingGuard<'_> {
 }
 
 /// The start-up steps: send one request, wait for its reply, printing any logs between.
-struct Steps<'a> {
+pub(super) struct Steps<'a> {
     worker: &'a str,
     inbound: &'a mut Streaming<StreamingMessage>,
     outbound: &'a mpsc::Sender<Result<StreamingMessage, Status>>,
@@ -465,14 +547,16 @@ struct Steps<'a> {
 }
 
 impl Steps<'_> {
-    async fn request(
+    pub(super) async fn request(
         &mut self,
         expected: &'static str,
         content: Content,
     ) -> Result<Content, RpcError> {
-        let closed = || RpcError::StreamClosed {
-            worker: self.worker.to_owned(),
-        };
+        self.send(content).await?;
+        self.expect(expected).await
+    }
+
+    async fn send(&mut self, content: Content) -> Result<(), RpcError> {
         let message = StreamingMessage {
             request_id: uuid::Uuid::new_v4().to_string(),
             content: Some(content),
@@ -481,8 +565,18 @@ impl Steps<'_> {
         self.outbound
             .send(Ok(message))
             .await
-            .map_err(|_| closed())?;
+            .map_err(|_| RpcError::StreamClosed {
+                worker: self.worker.to_owned(),
+            })?;
         self.traffic.sent.inc_by(len);
+        Ok(())
+    }
+
+    /// The next reply of the `expected` kind, printing logs that come before it.
+    async fn expect(&mut self, expected: &'static str) -> Result<Content, RpcError> {
+        let closed = || RpcError::StreamClosed {
+            worker: self.worker.to_owned(),
+        };
         let wait = async {
             loop {
                 let message = match self.inbound.message().await {
@@ -524,7 +618,7 @@ pub fn is_prerelease(version: &str) -> bool {
         })
 }
 
-fn unreachable_reply<T>(worker: &str) -> Result<T, RpcError> {
+pub(super) fn unreachable_reply<T>(worker: &str) -> Result<T, RpcError> {
     Err(RpcError::Protocol {
         worker: worker.to_owned(),
         reason: "reply of an unexpected kind".into(),
@@ -557,7 +651,11 @@ fn status_ok(result: Option<&StatusResult>) -> Result<(), String> {
     }
 }
 
-fn check(worker: &str, stage: &'static str, result: Option<&StatusResult>) -> Result<(), RpcError> {
+pub(super) fn check(
+    worker: &str,
+    stage: &'static str,
+    result: Option<&StatusResult>,
+) -> Result<(), RpcError> {
     status_ok(result).map_err(|message| RpcError::Failed {
         worker: worker.to_owned(),
         stage,

@@ -42,6 +42,8 @@ pub struct Options {
     /// (and `FUNCTIONS_WORKER_PROCESS_COUNT` in the caller's environment cannot change it).
     pub workers: usize,
     pub secrets_file: Option<PathBuf>,
+    /// `serve --placeholder` (no app dir; `app_dir` is ignored).
+    pub placeholder: bool,
 }
 
 impl Options {
@@ -50,6 +52,15 @@ impl Options {
             app_dir: app_dir.into(),
             workers: 1,
             secrets_file: None,
+            placeholder: false,
+        }
+    }
+
+    /// `sluice serve --placeholder` with `workers` workers.
+    pub fn placeholder(workers: usize) -> Self {
+        Self {
+            placeholder: true,
+            ..Self::new("").workers(workers)
         }
     }
 
@@ -378,9 +389,13 @@ impl Sluice {
     /// Like [`Sluice::spawn`], with extra flags (after the usual ones) and environment.
     pub fn spawn_with(options: Options, extras: &Extras) -> anyhow::Result<Self> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command.arg("serve");
+        if options.placeholder {
+            command.arg("--placeholder");
+        } else {
+            command.arg(&options.app_dir);
+        }
         command
-            .arg("serve")
-            .arg(&options.app_dir)
             .args(["--port", "0", "--bind", "127.0.0.1"])
             // Every test's Sluice gets its own admin port (the default, 9091, is shared).
             .args(["--admin-port", "0"])

@@ -5,15 +5,19 @@ blocks the stream; responses may go out of order (Sluice correlates by id).
 The runtime library is picked as the platform does for Python 3.13+: v2
 (`azure_functions_runtime`) when the app has its script file (function_app.py or
 PYTHON_SCRIPT_FILE_NAME), else v1 (`azure_functions_runtime_v1`).
+
+A placeholder worker (WEBSITE_PLACEHOLDER_MODE=1) initialises the v2 runtime against
+the empty placeholder app, so the runtime and the SDK are imported before any app is
+known; FunctionEnvironmentReloadRequest then specialises it for the assigned app.
 """
 import asyncio
 import importlib
-import importlib.metadata
 import logging
 import os
 import sys
 import traceback
 
+from . import isolation
 from .logs import invocation_id_cv
 from .protos import protos
 
@@ -32,24 +36,40 @@ class _Request:
         self.properties = properties
 
 
-def runtime_package(app_dir: str) -> str:
-    script = os.environ.get("PYTHON_SCRIPT_FILE_NAME", "function_app.py")
+PLACEHOLDER_MODE = "WEBSITE_PLACEHOLDER_MODE"
+V2 = "azure_functions_runtime"
+V1 = "azure_functions_runtime_v1"
+
+
+def runtime_package(app_dir: str, env=os.environ) -> str:
+    script = env.get("PYTHON_SCRIPT_FILE_NAME") or "function_app.py"
     if os.path.isfile(os.path.join(app_dir, script)):
-        return "azure_functions_runtime"
-    return "azure_functions_runtime_v1"
+        return V2
+    return V1
 
 
-def describe_runtime(module) -> dict:
+def _version(module) -> str:
+    """The distribution version, from the .dist-info next to the package (cheaper at
+    start-up than importlib.metadata, which scans every path entry)."""
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(module.__file__ or "")))
+    found = isolation._dist_version(package_dir, module.__name__)
+    if found:
+        return found
+    import importlib.metadata  # not where pip put it: ask the slow, general way
+    try:
+        return importlib.metadata.version(module.__name__.replace("_", "-"))
+    except importlib.metadata.PackageNotFoundError:
+        return getattr(module, "__version__", "unknown")
+
+
+def describe_runtime(module, app_site=None) -> dict:
     """Name, version and source (app / bundled) of the runtime that was imported."""
     dist = module.__name__.replace("_", "-")
-    try:
-        version = importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        version = getattr(module, "__version__", "unknown")
-    app_site = os.environ.get("SLUICE_APP_SITE")
+    app_site = app_site if app_site is not None else os.environ.get("SLUICE_APP_SITE")
     origin = os.path.abspath(getattr(module, "__file__", "") or "")
     source = "app" if app_site and origin.startswith(os.path.abspath(app_site) + os.sep) else "bundled"
-    return {"sluice.runtime.package": dist, "sluice.runtime.version": version, "sluice.runtime.source": source}
+    return {"sluice.runtime.package": dist, "sluice.runtime.version": _version(module),
+            "sluice.runtime.source": source}
 
 
 def registered_extensions() -> str:
@@ -92,6 +112,7 @@ class Dispatcher:
         self._properties = {"protos": protos, "host": host}
         self._runtime = None
         self._runtime_info: dict = {}
+        self._init_message = None
         self._tasks: set = set()
 
     @property
@@ -123,8 +144,12 @@ class Dispatcher:
 
     async def _on_worker_init_request(self, message) -> None:
         app_dir = message.worker_init_request.function_app_directory or os.getcwd()
+        self._init_message = message
+        placeholder = os.environ.get(PLACEHOLDER_MODE) == "1"
         try:
-            self._runtime = importlib.import_module(runtime_package(app_dir))
+            self._runtime = importlib.import_module(V2 if placeholder else runtime_package(app_dir))
+            if placeholder:
+                importlib.import_module("azure.functions")  # what every app imports first
             self._runtime_info = describe_runtime(self._runtime)
             self._log_handler.runtime_cv = getattr(self._runtime, "invocation_id_cv", None)
         except Exception as exc:  # no runtime library: report, the host decides what to do
@@ -161,8 +186,39 @@ class Dispatcher:
         self._reply(message, invocation_response=response)
 
     async def _on_function_environment_reload_request(self, message) -> None:
+        """Specialises a placeholder worker: app-first import path, the app's runtime
+        library (initialised against the placeholder if it was not the one in use),
+        then the runtime replaces os.environ and indexes the app; the thread pool is
+        restarted afterwards so the app's PYTHON_THREADPOOL_THREAD_COUNT applies."""
+        reload = message.function_environment_reload_request
+        env = dict(reload.environment_variables)
+        app_dir = reload.function_app_directory or os.getcwd()
+        app_site = env.get("SLUICE_APP_SITE", "")
+        try:
+            here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            previous = [os.environ.get("FUNCTIONS_APPLICATION_DIRECTORY", ""), os.getcwd(),
+                        os.environ.get("SLUICE_APP_SITE", "")]
+            isolation.app_first(app_dir, app_site, env.get("SLUICE_WORKER_SITE", ""), here,
+                                previous=[p for p in previous if p], reuse_same=True)
+            runtime = importlib.import_module(runtime_package(app_dir, env))
+            if runtime is not self._runtime:
+                if self._init_message is not None:
+                    await runtime.worker_init_request(self._wrap("worker_init_request", self._init_message))
+                self._runtime = runtime
+                self._log_handler.runtime_cv = getattr(runtime, "invocation_id_cv", None)
+            self._runtime_info = describe_runtime(runtime, app_site)
+        except Exception as exc:
+            self._reply(message, function_environment_reload_response=protos.FunctionEnvironmentReloadResponse(
+                result=_failure(exc)))
+            return
         response = await self._runtime.function_environment_reload_request(
             self._wrap("function_environment_reload_request", message))
+        if response.result.status == protos.StatusResult.Success:
+            self._runtime.start_threadpool_executor()
+            response.worker_metadata.custom_properties.update(self._runtime_info)
+            extensions = registered_extensions()
+            if extensions:
+                response.worker_metadata.custom_properties["sluice.worker_extensions"] = extensions
         self._reply(message, function_environment_reload_response=response)
 
     async def _on_worker_terminate(self, message) -> None:

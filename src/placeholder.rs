@@ -1,0 +1,342 @@
+//! Placeholder mode (`sluice serve --placeholder`): workers start and initialise against
+//! an empty placeholder app while no app is known; an assignment (`POST /admin/assign`)
+//! specialises them with FunctionEnvironmentReloadRequest, then metadata → load → ready
+//! runs as on a normal start and the assigned app is served. Until then every request
+//! answers 503. A failed assignment leaves Sluice serving 503s with fresh placeholders,
+//! so a later assignment can succeed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::body::{self, Body};
+use http::{Response, StatusCode, header};
+use serde::Deserialize;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::{HostJson, ServeConfig};
+use crate::dispatch::Dispatcher;
+use crate::keys::KeyStore;
+use crate::lifecycle::{Running, StartError, Workers};
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use crate::python::{self, PythonInfo};
+use crate::rpc::Initialised;
+use crate::supervisor::WorkerProcess;
+
+/// Set on placeholder workers, as the platform host does; never passed on after assignment.
+pub const PLACEHOLDER_MODE_VAR: &str = "WEBSITE_PLACEHOLDER_MODE";
+
+/// The body of `POST /admin/assign`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignment {
+    /// The function app directory (host.json, function_app.py or function.json folders).
+    pub app_dir: PathBuf,
+    /// App settings: the workers' environment becomes Sluice's own plus these.
+    #[serde(default)]
+    pub environment: HashMap<String, String>,
+}
+
+/// Why an assignment was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AssignError {
+    #[error("bad assignment: {0}")]
+    BadRequest(String),
+    #[error("already assigned to {0}")]
+    AlreadyAssigned(PathBuf),
+    #[error("the assigned app cannot be served: {0}")]
+    App(String),
+    #[error("no placeholder worker could start: {0}")]
+    NoWorker(String),
+}
+
+impl AssignError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AssignError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AssignError::AlreadyAssigned(_) => StatusCode::CONFLICT,
+            AssignError::App(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AssignError::NoWorker(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+type Idle = Vec<(WorkerProcess, Initialised)>;
+
+/// The placeholder workers and, once assigned, the dispatcher of the assigned app.
+pub struct Placeholder {
+    config: ServeConfig,
+    python: PythonInfo,
+    /// Launches workers against the placeholder directory.
+    base: Arc<Workers>,
+    keys: KeyStore,
+    pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
+    /// Initialised placeholder workers. Held locked while they start, so an early
+    /// assignment waits for them instead of finding none.
+    idle: Arc<tokio::sync::Mutex<Idle>>,
+    dispatcher: RwLock<Option<Arc<Dispatcher>>>,
+    /// One assignment at a time; `Some` once one succeeded.
+    assigned: tokio::sync::Mutex<Option<PathBuf>>,
+    slots: Mutex<JoinSet<()>>,
+}
+
+impl Placeholder {
+    pub fn new(
+        config: ServeConfig,
+        python: PythonInfo,
+        base: Arc<Workers>,
+        keys: KeyStore,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Placeholder> {
+        Arc::new(Placeholder {
+            pool: base.pool.clone(),
+            config,
+            python,
+            base,
+            keys,
+            metrics,
+            idle: Arc::new(tokio::sync::Mutex::new(Vec::new())),
+            dispatcher: RwLock::new(None),
+            assigned: tokio::sync::Mutex::new(None),
+            slots: Mutex::new(JoinSet::new()),
+        })
+    }
+
+    /// Starts the placeholder workers (all at once) in the background and keeps them
+    /// idle. The idle list is locked before this returns, so an assignment that comes
+    /// in meanwhile waits for these workers.
+    pub fn start_workers(self: &Arc<Self>) {
+        let Ok(mut idle) = self.idle.clone().try_lock_owned() else {
+            return; // already starting
+        };
+        let base = self.base.clone();
+        let count = self.config.workers.get();
+        tokio::spawn(async move {
+            let mut starts = JoinSet::new();
+            for _ in 0..count {
+                let base = base.clone();
+                starts.spawn(async move { base.launch_initialised().await });
+            }
+            while let Some(joined) = starts.join_next().await {
+                match joined {
+                    Ok(Ok((process, initialised))) => {
+                        info!(worker = %process.id, "placeholder worker ready");
+                        idle.push((process, initialised));
+                    }
+                    Ok(Err(e)) => error!(error = %e, "placeholder worker failed to start"),
+                    Err(e) => error!(error = %e, "placeholder worker start panicked"),
+                }
+            }
+        });
+    }
+
+    /// The request handler for the public listener: the assigned app, or 503.
+    pub async fn handle(&self, request: http::Request<hyper::body::Incoming>) -> Response<Body> {
+        let current = self
+            .dispatcher
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match current {
+            Some(dispatcher) => dispatcher.handle(request).await,
+            None => {
+                info!(method = %request.method(), path = %request.uri().path(), "503: no app assigned yet");
+                let mut response =
+                    Response::new(body::full(Bytes::from_static(b"no app assigned yet\n")));
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                response
+            }
+        }
+    }
+
+    /// `POST /admin/assign`: parses the body and specialises the placeholder workers.
+    /// Answers with the status and a short text, and logs the outcome.
+    pub async fn assign_request(self: &Arc<Self>, body: Bytes) -> (StatusCode, String) {
+        let received = Instant::now();
+        let outcome = match serde_json::from_slice::<Assignment>(&body) {
+            Ok(assignment) => {
+                info!(app = %assignment.app_dir.display(), variables = assignment.environment.len(), "assignment received");
+                self.assign(assignment).await
+            }
+            Err(e) => Err(AssignError::BadRequest(format!("invalid JSON body: {e}"))),
+        };
+        match outcome {
+            Ok(functions) => {
+                info!(elapsed = ?received.elapsed(), functions = functions.len(), "app assigned");
+                (
+                    StatusCode::OK,
+                    serde_json::json!({ "functions": functions }).to_string() + "\n",
+                )
+            }
+            Err(e) => {
+                error!(error = %e, "assignment failed");
+                (e.status(), format!("{e}\n"))
+            }
+        }
+    }
+
+    async fn assign(self: &Arc<Self>, assignment: Assignment) -> Result<Vec<String>, AssignError> {
+        let mut assigned = self.assigned.lock().await;
+        if let Some(dir) = assigned.as_ref() {
+            return Err(AssignError::AlreadyAssigned(dir.clone()));
+        }
+        let app_dir = std::fs::canonicalize(&assignment.app_dir)
+            .ok()
+            .filter(|d| d.is_dir())
+            .ok_or_else(|| {
+                AssignError::BadRequest(format!(
+                    "app directory {} does not exist or is not a directory",
+                    assignment.app_dir.display()
+                ))
+            })?;
+        let host = HostJson::load(&app_dir).map_err(|e| AssignError::App(e.to_string()))?;
+        let app_site = python::ensure_app_packages(&self.python, &app_dir, self.config.install)
+            .await
+            .map_err(|e| AssignError::App(e.to_string()))?;
+
+        let mut launch = self.base.launch.clone();
+        launch.app_dir = app_dir.clone();
+        launch.app_site = app_site;
+        launch.extra_env = assignment.environment.into_iter().collect();
+        let environment = launch.reload_environment();
+        let workers = Arc::new(Workers {
+            launch,
+            rpc: self.base.rpc.clone(),
+            pool: self.pool.clone(),
+            catalog: Arc::new(OnceLock::new()),
+            route_prefix: host.route_prefix.clone(),
+            startup_timeout: self.config.startup_timeout,
+            function_timeout: host.function_timeout,
+            metrics: self.metrics.clone(),
+        });
+
+        let mut idle = std::mem::take(&mut *self.idle.lock().await);
+        // The first worker alone, so it has the cores to itself: the app is served as
+        // soon as it is ready. A broken app fails here, and the others are not tried; a
+        // placeholder that died meanwhile is skipped.
+        let mut failure = None;
+        let mut first = None;
+        while let Some((process, initialised)) = idle.pop() {
+            match specialise(&workers, process, initialised, &environment).await {
+                Ok(running) if workers.catalog.get().is_some() => {
+                    first = Some(running);
+                    break;
+                }
+                Ok(running) => {
+                    self.pool.remove(&running.process.id);
+                    failure = Some(AssignError::App("no function was indexed".into()));
+                    break;
+                }
+                Err(e) if e.is_app_failure() || matches!(e, StartError::Catalog(_)) => {
+                    failure = Some(AssignError::App(e.to_string()));
+                    break;
+                }
+                Err(e) => {
+                    error!(error = %e, "placeholder worker lost; trying the next");
+                    failure = Some(AssignError::NoWorker(e.to_string()));
+                }
+            }
+        }
+        let Some(first) = first else {
+            // Their modules and environment are the placeholder's or the broken app's:
+            // replace every worker with a clean placeholder.
+            drop(idle);
+            self.start_workers();
+            return Err(failure.unwrap_or_else(|| {
+                AssignError::NoWorker(
+                    "every placeholder worker failed to start; see the log".into(),
+                )
+            }));
+        };
+        let functions = workers
+            .catalog
+            .get()
+            .map(|c| c.functions.iter().map(|f| f.name.to_string()).collect())
+            .unwrap_or_default();
+        let dispatcher = Dispatcher::new(
+            &self.config,
+            &host,
+            self.pool.clone(),
+            workers.catalog.clone(),
+            self.keys.clone(),
+            self.metrics.clone(),
+        );
+        *self.dispatcher.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(dispatcher));
+        *assigned = Some(app_dir);
+        self.supervise(workers.clone(), 0, Some(first));
+
+        // The others next, leaving a core to the traffic the first one now takes
+        // (importing the app is CPU work); the answer waits for them so it can say how
+        // many run.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let at_once = Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)));
+        let mut specialising = JoinSet::new();
+        for (slot, (process, initialised)) in (1..).zip(idle) {
+            let workers = workers.clone();
+            let environment = environment.clone();
+            let at_once = at_once.clone();
+            specialising.spawn(async move {
+                let _turn = at_once.acquire_owned().await;
+                (
+                    slot,
+                    specialise(&workers, process, initialised, &environment).await,
+                )
+            });
+        }
+        let mut slots: Vec<usize> = (1..self.config.workers.get()).collect();
+        while let Some(joined) = specialising.join_next().await {
+            let Ok((slot, result)) = joined else { continue };
+            slots.retain(|s| *s != slot);
+            match result {
+                Ok(running) => self.supervise(workers.clone(), slot, Some(running)),
+                Err(e) => {
+                    error!(slot, error = %e, "worker failed to specialise; starting it on the app");
+                    self.supervise(workers.clone(), slot, None);
+                }
+            }
+        }
+        // Slots whose placeholder never started start now, against the assigned app.
+        for slot in slots {
+            self.supervise(workers.clone(), slot, None);
+        }
+        Ok(functions)
+    }
+
+    fn supervise(&self, workers: Arc<Workers>, slot: usize, running: Option<Running>) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spawn(workers.supervise(slot, running));
+    }
+}
+
+/// One placeholder worker: environment reload, then metadata → load → in the pool.
+async fn specialise(
+    workers: &Workers,
+    mut process: WorkerProcess,
+    mut initialised: Initialised,
+    environment: &HashMap<String, String>,
+) -> Result<Running, StartError> {
+    let app_dir = workers.launch.app_dir.clone();
+    let reloaded = crate::lifecycle::until_exit(
+        &mut process,
+        initialised.reload_environment(environment, &app_dir),
+    )
+    .await;
+    if let Err(e) = reloaded {
+        warn!(worker = %process.id, "stopping the worker that failed to specialise");
+        let _ = process.child.start_kill();
+        return Err(e);
+    }
+    workers.finish(process, initialised).await
+}

@@ -1,0 +1,67 @@
+//! Placeholder specialisation on the wire: `FunctionEnvironmentReloadRequest` (25) to a
+//! worker that initialised against the placeholder app, and its response (26).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tracing::info;
+
+use super::RpcError;
+use super::session::{Initialised, RuntimeInfo, check, unreachable_reply};
+use crate::proto::FunctionEnvironmentReloadRequest;
+use crate::proto::streaming_message::Content;
+
+impl Initialised {
+    /// Sends the app's whole environment and directory; the worker re-prioritises its
+    /// import path, picks the app's runtime library, replaces `os.environ` and indexes the
+    /// app. Afterwards [`Initialised::load`] runs metadata → load as on a normal start.
+    /// Empty values are left out, as the platform host does.
+    pub async fn reload_environment(
+        &mut self,
+        environment: &HashMap<String, String>,
+        app_dir: &Path,
+    ) -> Result<(), RpcError> {
+        let worker = self.worker.clone();
+        let environment_variables = environment
+            .iter()
+            .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let reply = self
+            .steps()
+            .request(
+                "FunctionEnvironmentReloadResponse",
+                Content::FunctionEnvironmentReloadRequest(FunctionEnvironmentReloadRequest {
+                    environment_variables,
+                    function_app_directory: app_dir.display().to_string(),
+                }),
+            )
+            .await?;
+        let Content::FunctionEnvironmentReloadResponse(reloaded) = reply else {
+            unreachable_reply(&worker)?
+        };
+        check(
+            &worker,
+            "to load the assigned app",
+            reloaded.result.as_ref(),
+        )?;
+        // Merge (the platform's default strategy): a capability the reload does not
+        // mention stays as init reported it.
+        self.set_http(&reloaded.capabilities)?;
+        if reloaded.capabilities.contains_key("WorkerStatus") {
+            self.answers_pings = true;
+        }
+        if reloaded.worker_metadata.is_some() {
+            self.runtime = RuntimeInfo::reported(reloaded.worker_metadata.as_ref());
+        }
+        info!(
+            worker = %worker,
+            runtime = %self.runtime.package,
+            runtime_version = %self.runtime.version,
+            source = %self.runtime.source,
+            "environment reloaded"
+        );
+        self.warn_about_runtime();
+        Ok(())
+    }
+}
