@@ -18,6 +18,16 @@ export SLUICE_REQUIRE_PROMETHEUS=1
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets -- --nocapture
+# The worker's native transport crate (a Python extension): lints and unit tests, which
+# link libpython, so PyO3 is pointed at a Python 3.13 that runs (pyenv's, then PATH's).
+py313=""
+for candidate in $(ls -d "$HOME"/.pyenv/versions/3.13.*/bin/python3.13 2>/dev/null | sort -V -r) \
+    "$(command -v python3.13 || true)"; do
+    if [ -n "$candidate" ] && "$candidate" -c "" 2>/dev/null; then py313="$candidate"; break; fi
+done
+native_target="${CARGO_TARGET_DIR:-target}/native-tests"
+PYO3_PYTHON="$py313" cargo clippy -p sluice-native --all-targets --target-dir "$native_target" -- -D warnings
+PYO3_PYTHON="$py313" cargo test -p sluice-native --target-dir "$native_target"
 # The integration tests again with the HTTP front end on io_uring: every HTTP behaviour
 # must hold on both I/O backends (the harness passes --io from SLUICE_TEST_IO).
 SLUICE_TEST_IO=uring cargo test --test '*' -- --nocapture
