@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use common::{Extras, Options, Sluice, client, random_bytes};
-use mem::{MIB, peak_over, raw_request, read_response, sha256_hex, start_peak, write_chunked};
+use mem::{
+    MIB, assert_413_both_ways, peak_over, raw_request, read_response, sha256_hex, start_peak,
+    write_chunked,
+};
 use tokio::io::AsyncWriteExt;
 
 const ANSWER_DEADLINE: Duration = Duration::from_secs(120);
@@ -155,30 +158,7 @@ async fn bodies_over_the_limit_get_413_without_the_host_buffering_them() -> anyh
     let pid = sluice.pid()?;
     let baseline = start_peak(pid)?;
 
-    // Announced: refused on the head alone, none of the 1 GB is ever sent.
-    let mut announced = raw_request(
-        sluice.addr(),
-        "POST /api/sha HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n",
-    )
-    .await?;
-    let (status, head, _) = read_response(&mut announced, ANSWER_DEADLINE).await?;
-    assert_eq!(status, 413, "{head}");
-
-    // Chunked: refused as soon as it crosses the limit; the client may keep sending.
-    let mut chunked = raw_request(
-        sluice.addr(),
-        "POST /api/sha HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-    )
-    .await?;
-    let piece = random_bytes(64 * 1024);
-    for _ in 0..(2 * limit / piece.len()) {
-        let chunk = [format!("{:x}\r\n", piece.len()).as_bytes(), &piece, b"\r\n"].concat();
-        if chunked.write_all(&chunk).await.is_err() {
-            break; // the server already answered and closed
-        }
-    }
-    let (status, head, _) = read_response(&mut chunked, ANSWER_DEADLINE).await?;
-    assert_eq!(status, 413, "{head}");
+    assert_413_both_ways(sluice.addr(), "/api/sha", limit, ANSWER_DEADLINE).await?;
     let peak = peak_over(pid, baseline)?;
     assert!(
         peak < 16 * MIB as u64,

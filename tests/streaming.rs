@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Extras, Options, Sluice, client, random_bytes};
-use mem::{MIB, raw_request, read_response, sha256_hex, start_peak, status_bytes, write_chunked};
+use mem::{
+    MIB, assert_413_both_ways, raw_request, read_response, sha256_hex, start_peak, status_bytes,
+    write_chunked,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
@@ -172,28 +175,5 @@ async fn a_client_that_stops_reading_does_not_grow_host_memory() -> anyhow::Resu
 async fn bodies_over_the_limit_get_413_before_they_reach_the_worker() -> anyhow::Result<()> {
     let sluice =
         start(Extras::default().env("FUNCTIONS_REQUEST_BODY_SIZE_LIMIT", MIB.to_string())).await?;
-    let mut announced = raw_request(
-        sluice.addr(),
-        "POST /api/sha HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n",
-    )
-    .await?;
-    let (status, head, _) = read_response(&mut announced, ANSWER_DEADLINE).await?;
-    assert_eq!(status, 413, "{head}");
-
-    let mut chunked = raw_request(
-        sluice.addr(),
-        "POST /api/sha HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-    )
-    .await?;
-    let piece = random_bytes(64 * 1024);
-    for _ in 0..(2 * MIB / piece.len()) {
-        let chunk = [format!("{:x}\r\n", piece.len()).as_bytes(), &piece, b"\r\n"].concat();
-        if chunked.write_all(&chunk).await.is_err() {
-            break;
-        }
-    }
-    let _ = chunked.write_all(b"0\r\n\r\n").await;
-    let (status, head, _) = read_response(&mut chunked, ANSWER_DEADLINE).await?;
-    assert_eq!(status, 413, "{head}");
-    Ok(())
+    assert_413_both_ways(sluice.addr(), "/api/sha", MIB, ANSWER_DEADLINE).await
 }

@@ -28,6 +28,10 @@ use super::{Accept, HttpLimits, Stop, accept_until_drain, all_permits, builder, 
 
 /// Bytes asked for per read: hyper's own read buffer starts at 8 KiB.
 const READ_SIZE: usize = 8 * 1024;
+/// Most bytes copied into one write. io_uring owns a write's buffer, so written bytes
+/// are copied; taking them in slices of this size keeps that copy small however large
+/// the response (a 100 MB body is not duplicated) and lets a slow client slow hyper.
+const WRITE_SIZE: usize = 64 * 1024;
 
 /// io_uring cannot be used here; the listener is handed back for epoll.
 pub(super) struct Unavailable {
@@ -254,9 +258,11 @@ type ReadOp = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
 type WriteOp = Pin<Box<dyn Future<Output = (io::Result<()>, Vec<u8>)>>>;
 
 /// A tokio-uring socket behind tokio's `AsyncRead`/`AsyncWrite`. io_uring owns a
-/// buffer while an operation runs, so reads land in a buffer of ours first, and a
-/// write is copied into one and reported done at once; flush, shutdown and the end of
-/// the stream wait for it, so no answer is cut off.
+/// buffer while an operation runs, so reads land in a buffer of ours first, and up to
+/// [`WRITE_SIZE`] bytes of a write are copied into one and reported done at once (one
+/// write in flight at a time); flush, shutdown and the end of the stream wait for it,
+/// so no answer is cut off. Writes are vectored so that hyper queues body chunks
+/// instead of flattening them into its own buffer (another whole copy).
 struct UringStream {
     socket: Rc<tokio_uring::net::TcpStream>,
     reading: Option<ReadOp>,
@@ -348,19 +354,42 @@ impl AsyncWrite for UringStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        slices: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         ready!(this.poll_written(cx))?;
-        let socket = this.socket.clone();
         let mut buf = std::mem::take(&mut this.write_buf);
         buf.clear();
-        buf.extend_from_slice(data);
+        for slice in slices {
+            let room = WRITE_SIZE - buf.len();
+            if room == 0 {
+                break;
+            }
+            buf.extend_from_slice(&slice[..slice.len().min(room)]);
+        }
+        let taken = buf.len();
+        if taken == 0 {
+            this.write_buf = buf;
+            return Poll::Ready(Ok(0));
+        }
+        let socket = this.socket.clone();
         let op: WriteOp = Box::pin(async move { socket.write_all(buf).await });
         this.writing = Some(op);
         // Submit now; a write that completes at once frees its buffer at once.
         if let Poll::Ready(Err(error)) = this.poll_written(cx) {
             return Poll::Ready(Err(error));
         }
-        Poll::Ready(Ok(data.len()))
+        Poll::Ready(Ok(taken))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

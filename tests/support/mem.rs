@@ -119,3 +119,38 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     format!("{:x}", sha2::Sha256::digest(bytes))
 }
+
+/// Sends `path` two bodies over `limit`: one announced by Content-Length (refused on the
+/// head alone; none of it is sent) and one chunked (refused once it crosses the limit;
+/// the client keeps sending until the server closes). Both must be answered 413.
+pub async fn assert_413_both_ways(
+    addr: SocketAddr,
+    path: &str,
+    limit: usize,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let mut announced = raw_request(
+        addr,
+        &format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n"),
+    )
+    .await?;
+    let (status, head, _) = read_response(&mut announced, deadline).await?;
+    anyhow::ensure!(status == 413, "announced body: {head}");
+
+    let mut chunked = raw_request(
+        addr,
+        &format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    )
+    .await?;
+    let piece = vec![b'x'; 64 * 1024];
+    for _ in 0..(2 * limit / piece.len()) {
+        let chunk = [format!("{:x}\r\n", piece.len()).as_bytes(), &piece, b"\r\n"].concat();
+        if chunked.write_all(&chunk).await.is_err() {
+            break; // the server already answered and closed
+        }
+    }
+    let _ = chunked.write_all(b"0\r\n\r\n").await;
+    let (status, head, _) = read_response(&mut chunked, deadline).await?;
+    anyhow::ensure!(status == 413, "chunked body: {head}");
+    Ok(())
+}
