@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::config::ServeConfig;
 use crate::lifecycle::Workers;
 use crate::pool::Pool;
-use crate::rpc::{RpcServer, session::is_prerelease};
+use crate::rpc::{RpcServer, is_prerelease};
 use crate::serve::{Prepared, ServeError, prepare};
 
 /// The outcome: the report to print, and whether the app can be served.

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use crate::functions::{Catalog, CatalogError};
 use crate::metrics::{Metrics, RestartReason, RuntimeLabels};
 use crate::pool::Pool;
-use crate::rpc::session::Handshake;
+use crate::rpc::Handshake;
 use crate::rpc::{Initialised, RpcError, RpcServer, Session};
 use crate::supervisor::{SupervisorError, WorkerLaunch, WorkerProcess};
 

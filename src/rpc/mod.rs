@@ -3,12 +3,14 @@
 //! the platform's start-up handshake and correlates invocations by id.
 //! Knows nothing about HTTP routing; HTTP ⇄ RpcHttp conversion lives in `convert`.
 
+mod handshake;
 mod reload;
 pub mod server;
 pub mod session;
 
+pub use handshake::{Handshake, Initialised, is_prerelease};
 pub use server::{Connection, RpcServer};
-pub use session::{FunctionMeta, Initialised, Session};
+pub use session::{FunctionMeta, Session};
 
 use std::time::Duration;
 

@@ -7,7 +7,8 @@ use std::path::Path;
 use tracing::info;
 
 use super::RpcError;
-use super::session::{Initialised, RuntimeInfo, check, unreachable_reply};
+use super::handshake::{Initialised, check, unreachable_reply};
+use super::session::RuntimeInfo;
 use crate::proto::FunctionEnvironmentReloadRequest;
 use crate::proto::streaming_message::Content;
 

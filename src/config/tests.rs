@@ -1,0 +1,207 @@
+use super::*;
+
+fn args(dir: &Path) -> ServeArgs {
+    ServeArgs {
+        app_dir: Some(dir.to_path_buf()),
+        placeholder: false,
+        config: None,
+        port: None,
+        bind: None,
+        workers: None,
+        python: None,
+        secrets_file: None,
+        drain_grace: None,
+        no_install: false,
+        worker_config: None,
+        admin_port: None,
+        admin_bind: None,
+        body_budget: None,
+        io: None,
+        threads: None,
+    }
+}
+
+#[test]
+fn body_limit_and_budget_defaults_sources_and_bounds() {
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cfg = ServeConfig::resolve(args(&dir), &|_| None).expect("valid");
+    assert_eq!(cfg.body_limit, DEFAULT_BODY_LIMIT);
+    assert_eq!(cfg.body_budget, DEFAULT_BODY_BUDGET);
+
+    let env = |k: &str| match k {
+        "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT" => Some("1000".to_owned()),
+        "SLUICE_BODY_BUDGET" => Some("5000".to_owned()),
+        _ => None,
+    };
+    let cfg = ServeConfig::resolve(args(&dir), &env).expect("valid");
+    assert_eq!((cfg.body_limit, cfg.body_budget), (1000, 5000));
+    let mut flag = args(&dir);
+    flag.body_budget = Some(7000);
+    let cfg = ServeConfig::resolve(flag, &env).expect("valid");
+    assert_eq!(cfg.body_budget, 7000, "flag over environment");
+
+    let small = |k: &str| (k == "SLUICE_BODY_BUDGET").then(|| "1000".to_owned());
+    let err = ServeConfig::resolve(args(&dir), &small).expect_err("budget below the limit");
+    assert!(err.to_string().contains("SLUICE_BODY_BUDGET"), "{err}");
+    let huge = |k: &str| {
+        (k == "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT").then(|| (MAX_BODY_LIMIT + 1).to_string())
+    };
+    let err = ServeConfig::resolve(args(&dir), &huge).expect_err("over one gRPC message");
+    assert!(err.to_string().contains("gRPC"), "{err}");
+    std::fs::remove_dir_all(dir).expect("cleanup");
+}
+
+#[test]
+fn file_sits_between_defaults_and_environment_and_flags() {
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("sluice.toml");
+    std::fs::write(
+        &file,
+        "port = 8080\nworkers = 3\ndrain_grace_secs = 5\nadmin_port = 9999\n",
+    )
+    .expect("write");
+    let mut a = args(&dir);
+    a.config = Some(file.clone());
+    a.admin_port = Some(1234);
+    let env = |k: &str| (k == "FUNCTIONS_WORKER_PROCESS_COUNT").then(|| "2".to_owned());
+    let cfg = ServeConfig::resolve(a, &env).expect("valid");
+    assert_eq!(cfg.listen.port(), 8080, "file over default");
+    assert_eq!(cfg.listen.ip(), DEFAULT_BIND, "default when nobody says");
+    assert_eq!(cfg.workers.get(), 2, "environment over file");
+    assert_eq!(cfg.admin.port(), 1234, "flag over file");
+    assert_eq!(cfg.drain_grace, Duration::from_secs(5));
+    std::fs::write(&file, "portt = 1\n").expect("write");
+    let mut bad = args(&dir);
+    bad.config = Some(file.clone());
+    let err = ServeConfig::resolve(bad, &|_| None).expect_err("unknown key");
+    assert!(err.to_string().contains("sluice.toml"), "{err}");
+    std::fs::remove_dir_all(dir).expect("cleanup");
+}
+
+#[test]
+fn route_prefix_defaults_to_api_and_can_be_empty() {
+    assert_eq!(HostJson::parse("{}").expect("json").route_prefix, "api");
+    let host = HostJson::parse(r#"{"extensions":{"http":{"routePrefix":""}}}"#).expect("json");
+    assert_eq!(host.route_prefix, "");
+}
+
+#[test]
+fn function_timeout_and_throttles() {
+    let host = HostJson::parse(
+        r#"{"functionTimeout":"00:00:02","extensions":{"http":{"maxConcurrentRequests":2,"maxOutstandingRequests":4}}}"#,
+    )
+    .expect("valid");
+    assert_eq!(host.function_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(host.max_concurrent_requests, Some(2));
+    assert_eq!(host.outstanding_cap(), 4);
+    let d = HostJson::parse(r#"{"functionTimeout":"1.02:03:04.5"}"#).expect("valid");
+    assert_eq!(d.function_timeout, Some(Duration::from_secs_f64(93_784.5)));
+    assert_eq!(
+        HostJson::parse(r#"{"functionTimeout":"-1"}"#)
+            .expect("valid")
+            .function_timeout,
+        None
+    );
+    assert_eq!(
+        HostJson::parse(r#"{"functionTimeout":-1}"#)
+            .expect("valid")
+            .function_timeout,
+        None
+    );
+    let defaults = HostJson::parse("{}").expect("valid");
+    assert_eq!(defaults.function_timeout, Some(DEFAULT_FUNCTION_TIMEOUT));
+    assert_eq!(defaults.outstanding_cap(), DEFAULT_MAX_OUTSTANDING);
+    assert!(HostJson::parse(r#"{"functionTimeout":"soon"}"#).is_err());
+    assert!(HostJson::parse(r#"{"functionTimeout":"00:61:00"}"#).is_err());
+    let unbounded =
+        HostJson::parse(r#"{"extensions":{"http":{"maxConcurrentRequests":-1}}}"#).expect("valid");
+    assert_eq!(unbounded.max_concurrent_requests, None);
+}
+
+#[test]
+fn worker_count_from_env_is_capped_and_flag_wins() {
+    let dir = std::env::temp_dir();
+    let env = |k: &str| (k == "FUNCTIONS_WORKER_PROCESS_COUNT").then(|| "3".to_owned());
+    let cfg = ServeConfig::resolve(args(&dir), &env).expect("valid");
+    assert_eq!(cfg.workers.get(), 3);
+    let mut a = args(&dir);
+    a.workers = Some(2);
+    assert_eq!(
+        ServeConfig::resolve(a, &env).expect("valid").workers.get(),
+        2
+    );
+    let too_many = |k: &str| (k == "FUNCTIONS_WORKER_PROCESS_COUNT").then(|| "11".to_owned());
+    assert!(ServeConfig::resolve(args(&dir), &too_many).is_err());
+}
+
+#[test]
+fn admin_listener_defaults_to_loopback_9091() {
+    let dir = std::env::temp_dir();
+    let cli = Cli::try_parse_from(["sluice", "serve", &dir.display().to_string()])
+        .expect("valid command line");
+    let Command::Serve(serve) = cli.command else {
+        panic!("serve subcommand")
+    };
+    let cfg = ServeConfig::resolve(serve, &|_| None).expect("valid");
+    assert_eq!(cfg.admin, "127.0.0.1:9091".parse().expect("literal"));
+    let cli = Cli::try_parse_from([
+        "sluice",
+        "serve",
+        &dir.display().to_string(),
+        "--admin-port",
+        "0",
+        "--admin-bind",
+        "0.0.0.0",
+    ])
+    .expect("valid command line");
+    let Command::Serve(serve) = cli.command else {
+        panic!("serve subcommand")
+    };
+    let cfg = ServeConfig::resolve(serve, &|_| None).expect("valid");
+    assert_eq!(cfg.admin, "0.0.0.0:0".parse().expect("literal"));
+}
+
+#[test]
+fn io_backend_and_threads_come_from_file_and_flags() {
+    let dir = std::env::temp_dir().join(format!("sluice-io-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let file = dir.join("sluice.toml");
+    std::fs::write(&file, "io = \"uring\"\nthreads = 3\n").expect("write");
+    let mut a = args(&dir);
+    a.config = Some(file.clone());
+    let cfg = ServeConfig::resolve(a, &|_| None).expect("valid");
+    assert_eq!((cfg.io, cfg.threads.get()), (IoMode::Uring, 3));
+    assert!(!cfg.simulate_uring_failure);
+
+    let mut a = args(&dir);
+    a.config = Some(file.clone());
+    a.io = Some(IoMode::Epoll);
+    a.threads = Some(1);
+    let probe = |k: &str| (k == "SLUICE_URING_PROBE").then(|| "fail".to_owned());
+    let cfg = ServeConfig::resolve(a, &probe).expect("valid");
+    assert_eq!((cfg.io, cfg.threads.get()), (IoMode::Epoll, 1), "flags win");
+    assert!(cfg.simulate_uring_failure);
+
+    let defaults = ServeConfig::resolve(args(&dir), &|_| None).expect("valid");
+    assert_eq!(defaults.io, IoMode::Auto);
+    assert_eq!(defaults.threads, default_threads());
+
+    let mut zero = args(&dir);
+    zero.threads = Some(0);
+    assert!(ServeConfig::resolve(zero, &|_| None).is_err());
+    let bogus = |k: &str| (k == "SLUICE_URING_PROBE").then(|| "maybe".to_owned());
+    assert!(ServeConfig::resolve(args(&dir), &bogus).is_err());
+    std::fs::write(&file, "io = \"kqueue\"\n").expect("write");
+    let mut bad = args(&dir);
+    bad.config = Some(file);
+    assert!(ServeConfig::resolve(bad, &|_| None).is_err());
+    std::fs::remove_dir_all(dir).expect("cleanup");
+}
+
+#[test]
+fn missing_app_dir_is_an_error() {
+    let err = ServeConfig::resolve(args(Path::new("/nonexistent/sluice")), &|_| None);
+    assert!(matches!(err, Err(ConfigError::NoAppDir { .. })));
+}
