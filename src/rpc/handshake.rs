@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use tracing::{debug, error, info, warn};
 
-use super::session::{FunctionMeta, Ready, RuntimeInfo, Session, print_log};
+use super::session::{FunctionMeta, RuntimeInfo, Session, print_log};
 use super::{Connection, RpcError};
 use crate::metrics::RpcTraffic;
 use crate::proto::status_result::Status as RpcStatus;
@@ -216,26 +216,7 @@ impl Initialised {
         }
         info!(worker = %worker, failed = load_errors.len(), "functions loaded");
 
-        let Initialised {
-            inbound,
-            outbound,
-            runtime,
-            answers_pings,
-            http,
-            traffic,
-            ..
-        } = self;
-        let session = Session::ready(Ready {
-            worker,
-            inbound,
-            outbound,
-            runtime,
-            answers_pings,
-            http,
-            traffic,
-            function_ids,
-            load_errors,
-        });
+        let session = Session::ready(self, function_ids, load_errors);
         Ok((session, functions))
     }
 }

@@ -287,23 +287,15 @@ impl Session {
     }
 }
 
-/// What a worker's handshake established: the session's parts.
-pub(super) struct Ready {
-    pub worker: String,
-    pub inbound: Streaming<StreamingMessage>,
-    pub outbound: mpsc::Sender<Result<StreamingMessage, Status>>,
-    pub runtime: RuntimeInfo,
-    pub answers_pings: bool,
-    pub http: Option<WorkerHttp>,
-    pub traffic: RpcTraffic,
-    pub function_ids: HashMap<String, String>,
-    pub load_errors: HashMap<String, String>,
-}
-
 impl Session {
-    /// The ready session, reading its stream in the background from now on.
-    pub(super) fn ready(parts: Ready) -> Arc<Session> {
-        let Ready {
+    /// The ready session for a worker whose functions are loaded; its stream is read in
+    /// the background from now on.
+    pub(super) fn ready(
+        init: Initialised,
+        function_ids: HashMap<String, String>,
+        load_errors: HashMap<String, String>,
+    ) -> Arc<Session> {
+        let Initialised {
             worker,
             inbound,
             outbound,
@@ -311,9 +303,8 @@ impl Session {
             answers_pings,
             http,
             traffic,
-            function_ids,
-            load_errors,
-        } = parts;
+            ..
+        } = init;
         let pending: Arc<Pending> = Arc::default();
         let pings: Arc<Pings> = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
