@@ -26,7 +26,7 @@ use crate::proto::status_result::Status as RpcStatus;
 use crate::proto::typed_data::Data;
 use crate::proto::{ParameterBinding, TypedData, parameter_binding::RpcData};
 use crate::proxy::{self, ProxyError, WorkerHttp};
-use crate::rpc::session::InvokeFailure;
+use crate::rpc::session::{InvokeFailure, Recycle};
 
 /// Shown for `GET /`, like the platform host's home page (health probes rely on a 200).
 const HOME_PAGE: &str = "<!DOCTYPE html><html><head><title>Sluice</title></head>\
@@ -370,7 +370,7 @@ impl Dispatcher {
             Err(_) => {
                 // Python threads cannot be cancelled: replace the worker. Its other
                 // invocations finish first (the supervisor waits for them).
-                lease.session().request_recycle("function timeout");
+                lease.session().request_recycle(Recycle::FunctionTimeout);
                 return Err(InvokeError::FunctionTimeout {
                     function: function.name.to_string(),
                     // `outcome` is only an Err when a timeout was set.

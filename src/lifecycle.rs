@@ -11,8 +11,8 @@ use tracing::{error, info, warn};
 use crate::functions::{Catalog, CatalogError};
 use crate::metrics::{Metrics, RestartReason, RuntimeLabels};
 use crate::pool::Pool;
-use crate::rpc::Handshake;
-use crate::rpc::{Initialised, RpcError, RpcServer, Session};
+use crate::rpc::session::Recycle;
+use crate::rpc::{Handshake, Initialised, RpcError, RpcServer, Session};
 use crate::supervisor::{SupervisorError, WorkerLaunch, WorkerProcess};
 
 /// Restart backoff for a slot: doubles from the first value up to the cap.
@@ -84,7 +84,7 @@ pub struct Workers {
 
 enum Ended {
     Exited(String),
-    Recycle(&'static str),
+    Recycle(Recycle),
 }
 
 impl Workers {
@@ -230,11 +230,11 @@ impl Workers {
 
     /// Replaces a worker on purpose: it already takes no new invocations; its other
     /// invocations get time to finish (bounded), then the process is killed.
-    async fn retire(&self, process: &mut WorkerProcess, session: &Session, reason: &'static str) {
+    async fn retire(&self, process: &mut WorkerProcess, session: &Session, reason: Recycle) {
         let wait = match reason {
             // A worker that ignores pings will not finish anything either.
-            STUCK => Duration::ZERO,
-            _ => self
+            Recycle::Unresponsive => Duration::ZERO,
+            Recycle::FunctionTimeout => self
                 .function_timeout
                 .unwrap_or(RECYCLE_WAIT_CAP)
                 .min(RECYCLE_WAIT_CAP),
@@ -245,11 +245,9 @@ impl Workers {
         }
         let _ = process.child.start_kill();
         let _ = process.exited().await;
-        info!(worker = %process.id, reason, "worker recycled");
+        info!(worker = %process.id, %reason, "worker recycled");
     }
 }
-
-const STUCK: &str = "stopped answering health pings";
 
 fn exited(worker: &str, status: std::io::Result<std::process::ExitStatus>) -> StartError {
     StartError::Exited {
@@ -298,7 +296,7 @@ async fn watch(process: &mut WorkerProcess, session: &Session) -> Ended {
                 } else if !session.is_closed() {
                     missed += 1;
                     if missed >= PINGS_MISSED {
-                        session.request_recycle(STUCK);
+                        session.request_recycle(Recycle::Unresponsive);
                     }
                 }
             }

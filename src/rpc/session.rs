@@ -88,8 +88,20 @@ pub struct Session {
     /// EventStream payload bytes, for the metrics.
     traffic: RpcTraffic,
     /// Set when Sluice wants this worker replaced (function timeout, failed pings).
-    recycle: Mutex<Option<&'static str>>,
+    recycle: Mutex<Option<Recycle>>,
     recycle_requested: Notify,
+}
+
+/// Why Sluice wants a worker replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Recycle {
+    /// An invocation outlived host.json's functionTimeout (Python threads cannot be
+    /// cancelled, so the process goes).
+    #[error("function timeout")]
+    FunctionTimeout,
+    /// The worker missed consecutive WorkerStatus pings.
+    #[error("stopped answering health pings")]
+    Unresponsive,
 }
 
 /// Why one invocation produced no response.
@@ -152,7 +164,7 @@ impl Session {
     }
 
     /// Asks the supervisor to replace this worker; the first reason wins.
-    pub fn request_recycle(&self, reason: &'static str) {
+    pub fn request_recycle(&self, reason: Recycle) {
         let mut slot = self.recycle.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             *slot = Some(reason);
@@ -169,7 +181,7 @@ impl Session {
     }
 
     /// Resolves with the reason once a recycle was requested.
-    pub async fn recycle_requested(&self) -> &'static str {
+    pub async fn recycle_requested(&self) -> Recycle {
         loop {
             let notified = self.recycle_requested.notified();
             if let Some(reason) = *self.recycle.lock().unwrap_or_else(|e| e.into_inner()) {
