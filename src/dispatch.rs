@@ -414,6 +414,7 @@ impl Dispatcher {
         let mut body = Limited::new(body, limit);
         let mut first: Option<Bytes> = None;
         let mut gathered: Option<BytesMut> = None;
+        let mut received: u64 = 0;
         loop {
             let frame = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame())
                 .await
@@ -429,10 +430,8 @@ impl Dispatcher {
                 }
                 Some(Err(e)) => return Err(InvokeError::BadBody(e.to_string())),
             };
-            let so_far = first.as_ref().map_or(0, Bytes::len)
-                + gathered.as_ref().map_or(0, BytesMut::len)
-                + data.len();
-            let so_far = so_far as u64;
+            received += data.len() as u64;
+            let so_far = received;
             if so_far > reservation.bytes() {
                 // Only a chunked body (or one longer than announced) gets here.
                 let step = so_far.max(reservation.bytes() + BUDGET_STEP);
