@@ -34,6 +34,7 @@ fn native_extension(out: &Path) {
     println!("cargo::rustc-check-cfg=cfg(sluice_native)");
     println!("cargo:rerun-if-changed=native/src");
     println!("cargo:rerun-if-changed=native/Cargo.toml");
+    println!("cargo:rerun-if-changed=native/build.rs");
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-env-changed=SLUICE_NO_NATIVE");
     if std::env::var_os("SLUICE_NO_NATIVE").is_some_and(|v| !v.is_empty() && v != "0") {

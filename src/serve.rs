@@ -57,6 +57,10 @@ const WORKER_ASSETS: &[Asset] = &[
         bytes: include_bytes!("../worker/sluice_worker/logs.py"),
     },
     Asset {
+        path: "sluice_worker/fastpath.py",
+        bytes: include_bytes!("../worker/sluice_worker/fastpath.py"),
+    },
+    Asset {
         path: "sluice_worker/native_transport.py",
         bytes: include_bytes!("../worker/sluice_worker/native_transport.py"),
     },

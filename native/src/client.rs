@@ -13,6 +13,7 @@ use tonic::client::Grpc;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Endpoint;
 
+use crate::Inbound;
 use crate::codec::RawCodec;
 use crate::inbox::Inbox;
 
@@ -44,7 +45,7 @@ pub struct Settings {
 pub fn connect(
     settings: Settings,
     first: Bytes,
-    inbox: Arc<Inbox>,
+    inbox: Arc<Inbox<Inbound>>,
 ) -> Result<mpsc::UnboundedSender<Bytes>, ConnectError> {
     let endpoint = Endpoint::from_shared(format!("http://{}", settings.target))
         .map_err(|_| ConnectError::Address(settings.target.clone()))?
@@ -110,10 +111,10 @@ async fn open(
     Ok(response.into_inner())
 }
 
-async fn pump(mut inbound: tonic::Streaming<Bytes>, inbox: &Inbox) {
+async fn pump(mut inbound: tonic::Streaming<Bytes>, inbox: &Inbox<Inbound>) {
     loop {
         match inbound.message().await {
-            Ok(Some(message)) => inbox.push(message),
+            Ok(Some(message)) => inbox.push(Inbound::new(message)),
             Ok(None) => return inbox.end(None),
             Err(status) => return inbox.end(Some(status.to_string())),
         }

@@ -9,31 +9,32 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 
-use bytes::Bytes;
-
 /// Why the stream ended: `None` for a clean end by the host.
 pub type End = Option<String>;
 
-pub struct Inbox {
-    state: Mutex<State>,
+pub struct Inbox<T> {
+    state: Mutex<State<T>>,
     wake_tx: UnixStream,
     wake_rx: UnixStream,
 }
 
-#[derive(Default)]
-struct State {
-    messages: Vec<Bytes>,
+struct State<T> {
+    messages: Vec<T>,
     ended: Option<End>,
     signalled: bool,
 }
 
-impl Inbox {
+impl<T> Inbox<T> {
     pub fn new() -> io::Result<Self> {
         let (wake_tx, wake_rx) = UnixStream::pair()?;
         wake_tx.set_nonblocking(true)?;
         wake_rx.set_nonblocking(true)?;
         Ok(Self {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                messages: Vec::new(),
+                ended: None,
+                signalled: false,
+            }),
             wake_tx,
             wake_rx,
         })
@@ -44,7 +45,7 @@ impl Inbox {
         self.wake_rx.as_raw_fd()
     }
 
-    pub fn push(&self, message: Bytes) {
+    pub fn push(&self, message: T) {
         let mut state = self.lock();
         state.messages.push(message);
         self.signal(&mut state);
@@ -58,7 +59,7 @@ impl Inbox {
 
     /// Everything queued so far, and the end of the stream once it has ended and nothing
     /// is left to read. Clears the wake-up signal.
-    pub fn drain(&self) -> (Vec<Bytes>, Option<End>) {
+    pub fn drain(&self) -> (Vec<T>, Option<End>) {
         let mut state = self.lock();
         if state.signalled {
             let mut byte = [0u8; 8];
@@ -83,7 +84,7 @@ impl Inbox {
         self.lock().ended.is_some()
     }
 
-    fn signal(&self, state: &mut State) {
+    fn signal(&self, state: &mut State<T>) {
         if !state.signalled {
             state.signalled = true;
             // One byte in an empty socket buffer cannot block; a failure would mean the
@@ -92,7 +93,7 @@ impl Inbox {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
         // A panic while holding the lock leaves plain data behind; keep going with it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -101,9 +102,10 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     /// Bytes waiting on the wake-up socket (consumed, then the flag says what drain() sees).
-    fn pending(inbox: &Inbox) -> usize {
+    fn pending(inbox: &Inbox<Bytes>) -> usize {
         let mut buf = [0u8; 16];
         let n = (&inbox.wake_rx).read(&mut buf).unwrap_or(0);
         if n > 0 {

@@ -3,13 +3,24 @@
 //! Python calls `connect(...)` once and gets a `Stream`. Inbound messages are queued by a
 //! tokio thread and announced through `Stream.fileno()` (watch it with `loop.add_reader`);
 //! `Stream.drain()` returns every queued message as `bytes`. `Stream.send(bytes)` queues an
-//! outbound message from any thread and never blocks. Messages stay encoded both ways.
+//! outbound message from any thread and never blocks.
+//!
+//! Messages stay encoded both ways, except InvocationRequests for the functions Python
+//! names with `Stream.enable_invocations(Datum, function_id)`: `drain()` returns those
+//! decoded, as the runtime's `Datum`s, and `encode_invocation_response` builds the answer
+//! (see `invocation.rs`).
 
 mod client;
 mod codec;
 mod inbox;
+mod invocation;
+#[allow(clippy::all, missing_docs)]
+mod proto {
+    include!(concat!(env!("OUT_DIR"), "/azure_functions_rpc_messages.rs"));
+}
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,11 +31,34 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use client::{ConnectError, Settings};
 use inbox::Inbox;
+use invocation::Invocation;
+
+/// One inbound message: its bytes, and the invocation in it when it is one.
+pub struct Inbound {
+    raw: Bytes,
+    invocation: Option<Invocation>,
+}
+
+impl Inbound {
+    /// Decoded here, on the stream thread, so the Python thread does not.
+    fn new(raw: Bytes) -> Self {
+        let invocation = Invocation::decode(&raw);
+        Self { raw, invocation }
+    }
+}
+
+/// The functions whose invocations Python takes as Datums, and the runtime's Datum class.
+#[derive(Default)]
+struct Native {
+    datum: Option<Py<PyAny>>,
+    functions: HashSet<String>,
+}
 
 #[pyclass(frozen, module = "sluice_worker._native")]
 struct Stream {
-    inbox: Arc<Inbox>,
+    inbox: Arc<Inbox<Inbound>>,
     outbox: UnboundedSender<Bytes>,
+    native: Mutex<Native>,
 }
 
 #[pymethods]
@@ -60,12 +94,64 @@ impl Stream {
 
     /// `(messages, end)`: the queued messages, oldest first, and — once the stream has ended
     /// and every message was returned — why: "" for a clean end, else the error. `end` is
-    /// None while the stream is open.
+    /// None while the stream is open. A message is `bytes`, or a tuple for an invocation of
+    /// an enabled function (`invocation.rs`: `Invocation::to_python`).
     fn drain<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, Option<String>)> {
         let (messages, end) = self.inbox.drain();
-        let list = PyList::new(py, messages.iter().map(|m| PyBytes::new(py, m)))?;
+        let native = self.native();
+        let datum = native.datum.as_ref().map(|d| d.bind(py));
+        let list = PyList::empty(py);
+        for message in messages {
+            let decoded = match (&message.invocation, datum) {
+                (Some(invocation), Some(datum))
+                    if native.functions.contains(invocation.function_id()) =>
+                {
+                    invocation.to_python(py, datum)?
+                }
+                _ => None,
+            };
+            match decoded {
+                Some(tuple) => list.append(tuple)?,
+                None => list.append(PyBytes::new(py, &message.raw))?,
+            }
+        }
         Ok((list, end.map(Option::unwrap_or_default)))
     }
+
+    /// From now on `drain()` returns invocations of `function_id` decoded, as `datum`s
+    /// (the runtime's Datum class).
+    fn enable_invocations(&self, datum: Py<PyAny>, function_id: String) {
+        let mut native = self.native();
+        native.datum = Some(datum);
+        native.functions.insert(function_id);
+    }
+
+    /// Every invocation arrives as bytes again (the app is being replaced).
+    fn disable_invocations(&self) {
+        *self.native() = Native::default();
+    }
+}
+
+impl Stream {
+    fn native(&self) -> std::sync::MutexGuard<'_, Native> {
+        // Only the Python thread takes it; a panic leaves plain data behind.
+        self.native.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The encoded StreamingMessage answering `request_id` with a successful InvocationResponse
+/// carrying `return_datum` (a Datum or None) and `outputs` (`[(name, Datum)]`). Raises
+/// NotImplementedError for a value the runtime's own encoder must handle.
+#[pyfunction]
+fn encode_invocation_response<'py>(
+    py: Python<'py>,
+    request_id: String,
+    invocation_id: String,
+    return_datum: &Bound<'py, PyAny>,
+    outputs: &Bound<'py, PyList>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let encoded = invocation::encode_success(request_id, invocation_id, return_datum, outputs)?;
+    Ok(PyBytes::new(py, &encoded))
 }
 
 /// Opens the EventStream to `host:port` with `first` (the encoded StartStream) as its first
@@ -101,7 +187,11 @@ fn connect(
             ConnectError::Address(_) => PyValueError::new_err(error.to_string()),
             _ => PyConnectionError::new_err(error.to_string()),
         })?;
-    Ok(Stream { inbox, outbox })
+    Ok(Stream {
+        inbox,
+        outbox,
+        native: Mutex::default(),
+    })
 }
 
 #[pymodule]
@@ -109,5 +199,6 @@ fn connect(
 fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Stream>()?;
     m.add_function(wrap_pyfunction!(connect, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_invocation_response, m)?)?;
     Ok(())
 }

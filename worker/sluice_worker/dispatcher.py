@@ -17,7 +17,7 @@ import os
 import sys
 import traceback
 
-from . import isolation
+from . import fastpath, isolation
 from .logs import invocation_id_cv
 from .protos import protos
 
@@ -105,10 +105,12 @@ def _failure(exc: BaseException):
 
 
 class Dispatcher:
-    def __init__(self, loop: asyncio.AbstractEventLoop, send, host: str, log_handler):
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport, host: str, log_handler):
         self._loop = loop
         self._log_handler = log_handler
-        self._send = send
+        self._transport = transport
+        self._send = transport.send
+        self._fastpath = None
         self._properties = {"protos": protos, "host": host}
         self._runtime = None
         self._runtime_info: dict = {}
@@ -136,6 +138,11 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def on_invocation(self, *fields) -> None:
+        """Called on the event loop for each invocation the transport decoded itself
+        (only for functions `fastpath` enabled)."""
+        fastpath.start(self._loop, self._fastpath.invoke(*fields), self._tasks)
+
     def _reply(self, request, **content) -> None:
         self._send(protos.StreamingMessage(request_id=request.request_id, **content))
 
@@ -162,6 +169,7 @@ class Dispatcher:
             response.worker_metadata.custom_properties["sluice.worker_extensions"] = extensions
         if response.result.status == protos.StatusResult.Success:
             self._runtime.start_threadpool_executor()
+            self._fastpath = fastpath.FastPath.load(self._runtime, self._transport)
         if "HttpUri" in response.capabilities:
             # The server task configures uvicorn's logging on its first step, which is
             # already queued on the loop: re-route right after it.
@@ -174,6 +182,8 @@ class Dispatcher:
 
     async def _on_function_load_request(self, message) -> None:
         response = await self._runtime.function_load_request(self._wrap("function_load_request", message))
+        if self._fastpath is not None and response.result.status == protos.StatusResult.Success:
+            self._fastpath.enable(message.function_load_request.function_id)
         self._reply(message, function_load_response=response)
 
     async def _on_invocation_request(self, message) -> None:
@@ -194,6 +204,9 @@ class Dispatcher:
         env = dict(reload.environment_variables)
         app_dir = reload.function_app_directory or os.getcwd()
         app_site = env.get("SLUICE_APP_SITE", "")
+        if self._fastpath is not None:  # the app is replaced: its functions are reloaded
+            self._transport.disable_invocations()
+            self._fastpath = None
         try:
             here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             previous = [os.environ.get("FUNCTIONS_APPLICATION_DIRECTORY", ""), os.getcwd(),
@@ -215,6 +228,7 @@ class Dispatcher:
             self._wrap("function_environment_reload_request", message))
         if response.result.status == protos.StatusResult.Success:
             self._runtime.start_threadpool_executor()
+            self._fastpath = fastpath.FastPath.load(self._runtime, self._transport)
             response.worker_metadata.custom_properties.update(self._runtime_info)
             extensions = registered_extensions()
             if extensions:

@@ -77,12 +77,13 @@ async def serve(args) -> int:
     loop = asyncio.get_running_loop()
     transport = Transport(args.host, args.port, args.max_message_length)
     handler = logs.RpcLogHandler(transport.send)
-    dispatcher = Dispatcher(loop, transport.send, args.host, handler)
+    dispatcher = Dispatcher(loop, transport, args.host, handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logs.quiet_system_loggers()
-    error = await transport.run(args.worker_id, CONNECT_TIMEOUT_S, dispatcher.on_message)
+    error = await transport.run(args.worker_id, CONNECT_TIMEOUT_S, dispatcher.on_message,
+                                dispatcher.on_invocation)
     if error is not None:
         print(f"sluice worker: stream closed: {error}", file=sys.stderr, flush=True)
     return 0

@@ -2,7 +2,8 @@
 thread owns the HTTP/2 connection, so the worker's thread spends no time in gRPC code.
 Inbound messages are announced on a descriptor the event loop watches; each wake-up
 drains every queued message (a batch under load). Messages cross as encoded bytes and are
-parsed and built here with the same protobuf classes the runtime uses.
+parsed and built here with the same protobuf classes the runtime uses, except invocations
+of the functions `enable_invocations` names: those arrive decoded (see fastpath.py).
 """
 import asyncio
 import threading
@@ -23,12 +24,23 @@ class NativeTransport:
         self._loop_thread = None
         self._pending = []
 
+    encode_invocation_response = staticmethod(_native.encode_invocation_response)
+
+    def enable_invocations(self, datum_cls, function_id: str) -> None:
+        self._stream.enable_invocations(datum_cls, function_id)
+
+    def disable_invocations(self) -> None:
+        self._stream.disable_invocations()
+
     def send(self, message) -> None:
-        """Queue one StreamingMessage. Safe from any thread, never blocks. On the loop,
-        messages are coalesced and handed over once per loop iteration: each hand-over
-        wakes the Rust thread (a syscall; per message it was ~12 % of the worker's py-spy
-        samples under load). Other threads (sync functions' logs) hand over at once."""
-        data = message.SerializeToString()
+        """Queue one StreamingMessage. Safe from any thread, never blocks."""
+        self.send_bytes(message.SerializeToString())
+
+    def send_bytes(self, data: bytes) -> None:
+        """Queue one encoded StreamingMessage. On the loop, messages are coalesced and
+        handed over once per loop iteration: each hand-over wakes the Rust thread (a
+        syscall; per message it was ~12 % of the worker's py-spy samples under load).
+        Other threads (sync functions' logs) hand over at once."""
         if threading.get_ident() != self._loop_thread:
             try:
                 self._stream.send(data)
@@ -46,9 +58,10 @@ class NativeTransport:
         except ConnectionError:  # as in send(): the stream has ended
             pass
 
-    async def run(self, worker_id: str, connect_timeout: float, on_message):
-        """Connects, then calls `on_message(msg)` on the loop for every inbound message
-        until the stream ends. Returns the error that ended it, or None."""
+    async def run(self, worker_id: str, connect_timeout: float, on_message, on_invocation=None):
+        """Connects, then calls `on_message(msg)` on the loop for every inbound message,
+        `on_invocation(*fields)` for a decoded one, until the stream ends. Returns the
+        error that ended it, or None."""
         self._loop = loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         first = protos.StreamingMessage(start_stream=protos.StartStream(worker_id=worker_id))
@@ -62,8 +75,11 @@ class NativeTransport:
         def readable():
             try:
                 messages, end = stream.drain()
-                for data in messages:
-                    on_message(parse(data))
+                for item in messages:
+                    if type(item) is bytes:
+                        on_message(parse(item))
+                    else:
+                        on_invocation(*item)
             except BaseException as exc:  # as the grpcio transport: an error ends the stream
                 end = exc
             if end is not None:

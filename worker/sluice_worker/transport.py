@@ -60,7 +60,7 @@ class GrpcTransport:
         else:
             self._loop.call_soon_threadsafe(self._outbox.put_nowait, message)
 
-    async def run(self, worker_id: str, connect_timeout: float, on_message):
+    async def run(self, worker_id: str, connect_timeout: float, on_message, on_invocation=None):
         """Connects, then calls `on_message(msg)` on the loop for every inbound message
         until the stream ends. Returns the error that ended it, or None."""
         self._loop = asyncio.get_running_loop()
