@@ -15,8 +15,8 @@ def _request(req: func.HttpRequest) -> dict:
         "method": req.method,
         "url": req.url,
         "headers": {k: v for k, v in sorted(req.headers.items()) if k.startswith("x-")},
-        "params": dict(req.route_params),
-        "query": dict(req.params),
+        "params": dict(sorted(req.route_params.items())),
+        "query": dict(sorted(req.params.items())),  # a map: no order on the wire
         "body": req.get_body().decode("latin-1"),
     }
 

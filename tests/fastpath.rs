@@ -1,0 +1,132 @@
+//! The worker's Datum fast path (the request decoded and the response encoded in Rust, the
+//! runtime's protobuf entry bypassed) answers exactly as the runtime's protobuf entry does.
+//! One app pinning azure-functions-runtime 1.3.0 (the first with a protobuf-free seam) runs
+//! twice, once per path (`SLUICE_WORKER_FASTPATH=0`); every request must get the same
+//! status, headers and body from both, and the same log lines for failures.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use common::{Extras, LOG_DEADLINE, Options, Sluice, client};
+use reqwest::Method;
+
+fn app() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/fastpath")
+}
+
+/// `(method, path, body)`; every request also carries an `x-one` header.
+const REQUESTS: &[(&str, &str, &str)] = &[
+    ("GET", "/api/hello", ""),
+    ("GET", "/api/hello?name=Sluice", ""),
+    ("POST", "/api/echo/7?a=1&b=two%20words&a=3", "some body"),
+    ("PUT", "/api/echo/x?", ""),
+    ("GET", "/api/echo/%C3%A9t%C3%A9", ""),
+    ("POST", "/api/aecho/8?q=1", "{\"json\": true}"),
+    ("GET", "/api/binary", ""),
+    ("GET", "/api/cookies", ""),
+    ("GET", "/api/fails", ""),
+    ("GET", "/api/sync_fails", ""),
+    ("GET", "/api/returns_str", ""),
+    ("GET", "/api/logs?who=fastpath", ""),
+    ("GET", "/api/context", ""),
+    ("DELETE", "/api/echo/7", ""),
+];
+
+/// Status, headers (without `date`; sorted, as RpcHttp carries them in a map) and body,
+/// with the server's own address replaced.
+async fn answer(sluice: &Sluice, method: &str, path: &str, body: &str) -> anyhow::Result<String> {
+    let response = client()
+        .request(Method::from_bytes(method.as_bytes())?, sluice.url(path))
+        .header("x-one", "1")
+        .body(body.to_owned())
+        .send()
+        .await
+        .with_context(|| format!("{method} {path}"))?;
+    let mut text = format!("{}\n", response.status());
+    let mut headers: Vec<String> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name != "date")
+        .map(|(name, value)| format!("{name}: {}\n", value.to_str().unwrap_or("<binary>")))
+        .collect();
+    headers.sort();
+    text.extend(headers);
+    let bytes = response.bytes().await?;
+    text.push_str(&String::from_utf8_lossy(&bytes));
+    Ok(text.replace(&sluice.base_url(), "BASE"))
+}
+
+async fn path_of(sluice: &Sluice) -> anyhow::Result<String> {
+    Ok(client()
+        .get(sluice.url("/api/path"))
+        .send()
+        .await?
+        .text()
+        .await?)
+}
+
+#[tokio::test]
+async fn the_datum_path_answers_exactly_as_the_protobuf_entry() -> anyhow::Result<()> {
+    // One after the other: the first start installs the app's requirements.
+    let fast = Sluice::start(Options::new(app())).await?;
+    let classic = Sluice::start_with(
+        Options::new(app()),
+        &Extras::default().env("SLUICE_WORKER_FASTPATH", "0"),
+    )
+    .await?;
+    assert_eq!(path_of(&fast).await?, "datum");
+    assert_eq!(path_of(&classic).await?, "protobuf");
+
+    let mut answers = Vec::new();
+    for (method, path, body) in REQUESTS {
+        let expected = answer(&classic, method, path, body).await?;
+        let got = answer(&fast, method, path, body).await?;
+        assert_eq!(got, expected, "{method} {path}");
+        answers.push(got);
+    }
+    // A few answers that the comparison alone would not pin down.
+    assert!(answers[1].starts_with("200 OK") && answers[1].ends_with("Hello, Sluice!"));
+    assert!(answers[7].contains("set-cookie: a=1"), "{}", answers[7]);
+    assert!(answers[8].starts_with("500"), "{}", answers[8]);
+
+    // Failures and user logs reach Sluice's log the same way.
+    for needle in [
+        "function failed: ValueError: no such thing",
+        "function failed: KeyError: 'missing'",
+        "user log from fastpath",
+    ] {
+        for sluice in [&fast, &classic] {
+            sluice.wait_for_output(needle, LOG_DEADLINE).await?;
+        }
+        assert_eq!(
+            fast.output_lines_containing(needle).len(),
+            classic.output_lines_containing(needle).len(),
+            "{needle}"
+        );
+    }
+    concurrent_invocations_each_get_their_own_answer(&fast).await
+}
+
+/// (In the same test: one start of the app at a time installs its requirements.)
+async fn concurrent_invocations_each_get_their_own_answer(fast: &Sluice) -> anyhow::Result<()> {
+    let requests = (0..200).map(|i| {
+        let url = fast.url(&format!("/api/aecho/{i}?n={i}"));
+        async move {
+            let response = client().post(url).body(format!("body {i}")).send().await?;
+            anyhow::ensure!(response.status() == 202, "status {}", response.status());
+            let body: serde_json::Value = response.json().await?;
+            anyhow::ensure!(
+                body["params"]["id"].as_str() == Some(&*i.to_string()),
+                "{body}"
+            );
+            anyhow::ensure!(body["body"] == format!("body {i}"), "{body}");
+            Ok(())
+        }
+    });
+    for result in futures_util::future::join_all(requests).await {
+        result?;
+    }
+    Ok(())
+}
