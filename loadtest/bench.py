@@ -37,6 +37,9 @@ VENV_BIN = Path(sys.executable).parent
 LOGS = HERE / ".logs"
 RESULTS = HERE / "results"
 FIXTURE_APP = HERE / "apps" / "hello_async_sync"
+# The same functions on azure-functions-runtime 1.3.0, the first release with a protobuf-free
+# seam, so the worker takes its Datum fast path (the fixture above runs the bundled default).
+FIXTURE_APP_RT13 = HERE / "apps" / "hello_runtime_1_3"
 # cargo puts both builds under CARGO_TARGET_DIR when it is set (run.sh builds with it).
 _TARGET = os.environ.get("CARGO_TARGET_DIR")
 SLUICE = (Path(_TARGET) if _TARGET else ROOT / "target") / "release" / "sluice"
@@ -95,8 +98,9 @@ def servers(python_path: str, only: set[str] | None) -> list[Server]:
         "--log-level",
         "warning",
     ]
-    sluice = [str(SLUICE), "serve", str(FIXTURE_APP), "--python", python_path]
-    sluice += ["--port", "0", "--bind", "127.0.0.1", "--drain-grace", "1"]
+    options = ["--python", python_path, "--port", "0", "--bind", "127.0.0.1", "--drain-grace", "1"]
+    sluice = [str(SLUICE), "serve", str(FIXTURE_APP), *options]
+    sluice13 = [str(SLUICE), "serve", str(FIXTURE_APP_RT13), *options]
     fixture = {" sync": "/api/sync_hello", " async": "/api/async_hello"}
     # `GET /` is answered by Sluice itself: the front end alone, no worker (epoll vs io_uring).
     front_end = {" host /": "/", **fixture}
@@ -111,6 +115,14 @@ def servers(python_path: str, only: set[str] | None) -> list[Server]:
             workers_ready=1,
         ),
         Server("sluice 2w", [*sluice, "--workers", "2"], fixture, port_from_log=True, workers_ready=2),
+        Server("sluice rt1.3 1w", [*sluice13, "--workers", "1"], fixture, port_from_log=True, workers_ready=1),
+        Server(
+            "sluice rt1.3 2w",
+            [*sluice13, "--workers", "2"],
+            {" async": "/api/async_hello"},
+            port_from_log=True,
+            workers_ready=2,
+        ),
         Server("uvicorn 1w", [*uvicorn, "--workers", "1", "--port", "{port}"], hello),
         Server("uvicorn 2w", [*uvicorn, "--workers", "2", "--port", "{port}"], hello),
         Server("granian 1w", [*granian, "--workers", "1", "--port", "{port}", "asgi_hello:app"], hello),

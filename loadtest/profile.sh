@@ -2,7 +2,8 @@
 # Where the time goes under load: runs `sluice serve` (release) on the hello app with one
 # worker, drives FUNCTION with wrk for SECONDS, samples the worker with py-spy (--native, so
 # time inside C extensions and Rust shows by symbol) and reports CPU seconds per process and
-# the hottest frames. Extra environment (e.g. SLUICE_WORKER_TRANSPORT=grpcio) passes through.
+# the hottest frames. Extra environment (e.g. SLUICE_WORKER_TRANSPORT=grpcio) passes through;
+# PROFILE_APP picks another fixture app (e.g. loadtest/apps/hello_runtime_1_3).
 #
 #   loadtest/profile.sh [async_hello|sync_hello] [SECONDS]   → loadtest/.logs/profile-*.txt
 set -euo pipefail
@@ -17,7 +18,7 @@ spy="$here/.venv-profile/bin/py-spy"
 (cd "$root" && cargo build --release --quiet --bin sluice)
 bin="${CARGO_TARGET_DIR:-$root/target}/release/sluice"
 
-"$bin" serve "$here/apps/hello_async_sync" --port "$port" --admin-port $((port + 1)) \
+"$bin" serve "${PROFILE_APP:-$here/apps/hello_async_sync}" --port "$port" --admin-port $((port + 1)) \
   >"$logs/profile-sluice.log" 2>&1 &
 sluice=$!
 trap 'kill "$sluice" 2>/dev/null || true' EXIT

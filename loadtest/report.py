@@ -178,7 +178,9 @@ def write_report(args, rows, failures, notes, versions, started, wall_s, md: Pat
         f"- CPU: {pin}",
         (
             "- Body: 13 bytes `Hello, world!` everywhere. Sluice serves loadtest/apps/hello_async_sync "
-            "(`sync` = `def`, `async` = `async def`, no I/O) through its Python 3.13 workers; uvicorn "
+            "(`sync` = `def`, `async` = `async def`, no I/O) through its Python 3.13 workers on the "
+            "bundled runtime library, and `rt1.3` the same functions pinned to azure-functions-runtime "
+            "1.3.0 (loadtest/apps/hello_runtime_1_3: the worker's Datum fast path); uvicorn "
             "(uvloop + httptools) and granian (ASGI, uvloop, HTTP/1) serve loadtest/asgi_hello.py; "
             "hyper is loadtest/hyper-hello (no Python: the ceiling; wrk skips its per-response status "
             "hook there, see wrk/report.lua)."

@@ -1,0 +1,1 @@
+../hello_async_sync/function_app.py
