@@ -2,9 +2,10 @@
 through Sluice (HTTP front end, gRPC hop, worker transport) minus the p50 of the same
 invocation made in-process on the platform runtime by a Python script.
 
-    python3.13 loadtest/overhead.py [--sluice target/release/sluice] [-n 3000]
+    python3.13 loadtest/overhead.py [--sluice target/release/sluice] [-n 3000] [--app DIR]
 
-It starts `sluice serve loadtest/apps/hello_async_sync` with one worker, times sequential
+It starts `sluice serve loadtest/apps/hello_async_sync` (or --app, e.g.
+loadtest/apps/hello_runtime_1_3 for the worker's Datum fast path) with one worker, times sequential
 keep-alive GETs (pre-built request bytes, raw socket, so the client adds little), then runs
 the in-process half *inside the worker's own environment* (paths read from the running
 worker) with uvloop, as the worker does: worker_init → functions_metadata → invocations
@@ -116,11 +117,13 @@ def worker_paths(sluice_pid):
     return env[b"SLUICE_WORKER_SITE"].decode(), os.path.dirname(script.decode())
 
 
-def in_process(function, n, warmup, site, worker_dir):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([site, worker_dir]),
-               FUNCTIONS_APPLICATION_DIRECTORY=APP)
+def in_process(app, function, n, warmup, site, worker_dir):
+    # The app's own packages first, as the worker puts them (a pinned runtime lives there).
+    app_site = os.path.join(app, ".python_packages", "lib", "site-packages")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([app_site, site, worker_dir]),
+               FUNCTIONS_APPLICATION_DIRECTORY=app)
     out = subprocess.run([sys.executable, "-c", IN_PROCESS, function, str(n), str(warmup), str(PORT)],
-                         cwd=APP, env=env, capture_output=True, text=True, check=False)
+                         cwd=app, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"in-process run failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -133,12 +136,14 @@ def main():
     p.add_argument("-n", type=int, default=3000)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--function", default="async_hello")
+    p.add_argument("--app", default=APP)
     args = p.parse_args()
+    app = os.path.abspath(args.app)
 
     log = open(os.path.join(HERE, ".logs", "overhead-sluice.log"), "w") if os.path.isdir(
         os.path.join(HERE, ".logs")) else subprocess.DEVNULL
     pin = ["taskset", "-c", os.environ["OVERHEAD_CPUS"]] if os.environ.get("OVERHEAD_CPUS") else []
-    sluice = subprocess.Popen(pin + [args.sluice, "serve", APP, "--port", str(PORT),
+    sluice = subprocess.Popen(pin + [args.sluice, "serve", app, "--port", str(PORT),
                                "--admin-port", str(PORT + 1), "--workers", "1"],
                               stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -156,13 +161,13 @@ def main():
     finally:
         sluice.terminate()
         sluice.wait(timeout=30)
-    local = in_process(args.function, args.n, args.warmup, site, worker_dir)
+    local = in_process(app, args.function, args.n, args.warmup, site, worker_dir)
 
     def us(ns):
         return ns / 1000
 
     p50_via, p50_bare, p50_wire = (statistics.median(s) for s in (via, local["bare"], local["wire"]))
-    print(f"function {args.function}, n={args.n} sequential, transport="
+    print(f"app {os.path.basename(app)}, function {args.function}, n={args.n} sequential, transport="
           f"{os.environ.get('SLUICE_WORKER_TRANSPORT') or 'default'}")
     print(f"through sluice      p50 {us(p50_via):8.1f} us   p99 {us(percentile(via, 0.99)):8.1f} us")
     print(f"in-process runtime  p50 {us(p50_bare):8.1f} us   p99 {us(percentile(local['bare'], 0.99)):8.1f} us")
