@@ -22,7 +22,7 @@ use crate::proto::{
     StreamingMessage, TypedData, parameter_binding::RpcData, status_result::Status,
 };
 
-/// An inbound InvocationRequest with what Python needs, decoded on the stream thread.
+/// An inbound InvocationRequest, decoded with prost.
 pub struct Invocation {
     request_id: String,
     request: InvocationRequest,

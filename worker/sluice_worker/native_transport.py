@@ -1,9 +1,12 @@
-"""The EventStream client in Rust (the `_native` extension built from native/): a tokio
-thread owns the HTTP/2 connection, so the worker's thread spends no time in gRPC code.
-Inbound messages are announced on a descriptor the event loop watches; each wake-up
-drains every queued message (a batch under load). Messages cross as encoded bytes and are
-parsed and built here with the same protobuf classes the runtime uses, except invocations
-of the functions `enable_invocations` names: those arrive decoded (see fastpath.py).
+"""The EventStream client in Rust (the `_native` extension built from native/), driven on
+the worker's event loop: the extension owns the HTTP/2 connection's socket but never a
+thread, so a request costs the worker no cross-thread wake-up. The loop watches the socket
+and calls `pump()`, which reads, writes and decodes whatever is ready; outbound messages
+are coalesced and handed over once per loop iteration, then pumped out at once.
+
+Messages cross as encoded bytes and are parsed and built here with the same protobuf
+classes the runtime uses, except invocations of the functions `enable_invocations` names:
+those arrive decoded (see fastpath.py).
 """
 import asyncio
 import threading
@@ -19,32 +22,31 @@ class NativeTransport:
         self._host = host
         self._port = port
         self._max = max_message_length
-        self._stream = None
+        self._conn = None
         self._loop = None
         self._loop_thread = None
         self._pending = []
+        self._pump = None
 
     encode_invocation_response = staticmethod(_native.encode_invocation_response)
 
     def enable_invocations(self, datum_cls, function_id: str) -> None:
-        self._stream.enable_invocations(datum_cls, function_id)
+        self._conn.enable_invocations(datum_cls, function_id)
 
     def disable_invocations(self) -> None:
-        self._stream.disable_invocations()
+        self._conn.disable_invocations()
 
     def send(self, message) -> None:
         """Queue one StreamingMessage. Safe from any thread, never blocks."""
         self.send_bytes(message.SerializeToString())
 
     def send_bytes(self, data: bytes) -> None:
-        """Queue one encoded StreamingMessage. On the loop, messages are coalesced and
-        handed over once per loop iteration: each hand-over wakes the Rust thread (a
-        syscall; per message it was ~12 % of the worker's py-spy samples under load).
-        Other threads (sync functions' logs) hand over at once."""
+        """Queue one encoded StreamingMessage; it goes out with the others queued in this
+        loop iteration. Other threads (sync functions' logs) hand it to the loop."""
         if threading.get_ident() != self._loop_thread:
             try:
-                self._stream.send(data)
-            except ConnectionError:  # the stream ended: run() is returning, nothing to send to
+                self._loop.call_soon_threadsafe(self.send_bytes, data)
+            except RuntimeError:  # the loop has closed: the stream is gone
                 pass
             return
         if not self._pending:
@@ -54,9 +56,10 @@ class NativeTransport:
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         try:
-            self._stream.send_many(pending)
-        except ConnectionError:  # as in send(): the stream has ended
-            pass
+            self._conn.send_many(pending)
+        except ConnectionError:  # the stream has ended: run() is returning
+            return
+        self._pump()
 
     async def run(self, worker_id: str, connect_timeout: float, on_message, on_invocation=None):
         """Connects, then calls `on_message(msg)` on the loop for every inbound message,
@@ -65,29 +68,39 @@ class NativeTransport:
         self._loop = loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         first = protos.StreamingMessage(start_stream=protos.StartStream(worker_id=worker_id))
-        # Blocks the loop for the connect only: nothing else can run before the host speaks.
-        self._stream = stream = _native.connect(
+        # Blocks the loop for the TCP connect only: nothing else can run before the host speaks.
+        self._conn = conn = _native.Connection(
             self._host, self._port, first.SerializeToString(), self._max, connect_timeout)
         parse = protos.StreamingMessage.FromString
         ended = loop.create_future()
-        fd = stream.fileno()
+        fd = conn.fileno()
+        watching_write = False
 
-        def readable():
+        def pump():
+            nonlocal watching_write
             try:
-                messages, end = stream.drain()
+                messages, end, want_write = conn.pump()
                 for item in messages:
                     if type(item) is bytes:
                         on_message(parse(item))
                     else:
                         on_invocation(*item)
             except BaseException as exc:  # as the grpcio transport: an error ends the stream
-                end = exc
-            if end is not None:
+                end, want_write = exc, False
+            if want_write != watching_write:
+                watching_write = want_write
+                if want_write:
+                    loop.add_writer(fd, pump)
+                else:
+                    loop.remove_writer(fd)
+            if end is not None and not ended.done():
                 loop.remove_reader(fd)
-                if not ended.done():
-                    ended.set_result(end)
+                loop.remove_writer(fd)
+                ended.set_result(end)
 
-        loop.add_reader(fd, readable)
+        self._pump = pump
+        loop.add_reader(fd, pump)
+        pump()  # writes the preface and StartStream
         end = await ended
         if isinstance(end, BaseException):
             raise end

@@ -1,0 +1,473 @@
+//! The EventStream driven from the worker's own thread: HTTP/2 (the `h2` crate) over a
+//! non-blocking socket, polled by hand whenever the event loop sees the socket readable
+//! (or writable, while a write is pending) and after each batch of outbound messages. No
+//! second thread, so a request costs no cross-thread wake-up inside the worker.
+//!
+//! Nothing here blocks except the TCP connect. Every future is polled with a waker that only
+//! raises a flag; `pump` polls until a round raises none, so work that h2 schedules for
+//! itself (a stream woken by the connection) is done in the same call.
+
+use std::future::Future;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use h2::client::{Connection, ResponseFuture, SendRequest};
+use h2::{RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Why the stream ended: `None` for a clean end by the host.
+pub type End = Option<String>;
+
+const METHOD: &str = "/AzureFunctionsRpcMessages.FunctionRpc/EventStream";
+// Large enough that an HTTP body of a few MiB is not throttled by flow control.
+const STREAM_WINDOW: u32 = 8 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
+/// gRPC frame header: compressed flag (1 byte) and length (4 bytes, big-endian).
+const FRAME_HEADER: usize = 5;
+/// Outbound gRPC frames go to h2 in pieces of at most this size (h2 takes < 2 GiB each).
+const MAX_DATA: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("bad host address {0:?}")]
+    Address(String),
+    #[error("cannot reach the host at {target}: {detail}")]
+    Unreachable { target: String, detail: String },
+    #[error("no connection to the host at {0} within the connect timeout")]
+    Timeout(String),
+}
+
+/// Raised by the wakers h2 is given: "poll again".
+#[derive(Default)]
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The socket as h2 sees it: WouldBlock is Pending (the event loop re-polls on readiness),
+/// and a blocked write is remembered so the loop can watch for writability.
+struct Io {
+    stream: TcpStream,
+    write_blocked: Arc<AtomicBool>,
+}
+
+impl Io {
+    fn blocked<T>(&self, result: io::Result<T>, writing: bool) -> Poll<io::Result<T>> {
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if writing {
+                    self.write_blocked.store(true, Ordering::Relaxed);
+                }
+                Poll::Pending
+            }
+            other => Poll::Ready(other),
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let read = (&this.stream).read(buf.initialize_unfilled());
+        this.blocked(read, false).map_ok(|n| buf.advance(n))
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = (&self.stream).write(data);
+        self.blocked(written, true)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = (&self.stream).write_vectored(data);
+        self.blocked(written, true)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.stream.shutdown(Shutdown::Write))
+    }
+}
+
+/// What one `pump` produced.
+pub struct Pumped {
+    pub messages: Vec<Bytes>,
+    /// Set once the stream has ended (and stays set): None for a clean end, else why.
+    pub end: Option<End>,
+    /// A write could not complete: call `pump` again when the socket is writable.
+    pub want_write: bool,
+}
+
+pub struct Direct {
+    fd: RawFd,
+    connection: Connection<Io, Bytes>,
+    send: SendStream<Bytes>,
+    response: Option<ResponseFuture>,
+    recv: Option<RecvStream>,
+    /// Inbound bytes not yet a whole gRPC frame.
+    partial: BytesMut,
+    max_message_length: usize,
+    flag: Arc<Flag>,
+    waker: Waker,
+    write_blocked: Arc<AtomicBool>,
+    end: Option<End>,
+}
+
+impl Direct {
+    /// Connects (blocking, at most `timeout`), starts the HTTP/2 connection and the
+    /// EventStream call, and queues `first` (StartStream). Replies arrive through `pump`.
+    pub fn connect(
+        target: &str,
+        first: Bytes,
+        max_message_length: usize,
+        timeout: Duration,
+    ) -> Result<Self, ConnectError> {
+        let unreachable = |e: &dyn std::fmt::Display| ConnectError::Unreachable {
+            target: target.to_owned(),
+            detail: e.to_string(),
+        };
+        let addr = target
+            .to_socket_addrs()
+            .map_err(|_| ConnectError::Address(target.to_owned()))?
+            .next()
+            .ok_or_else(|| ConnectError::Address(target.to_owned()))?;
+        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                ConnectError::Timeout(target.to_owned())
+            } else {
+                unreachable(&e)
+            }
+        })?;
+        stream.set_nodelay(true).map_err(|e| unreachable(&e))?;
+        stream.set_nonblocking(true).map_err(|e| unreachable(&e))?;
+        let fd = stream.as_raw_fd();
+        let write_blocked = Arc::new(AtomicBool::new(false));
+        let io = Io {
+            stream,
+            write_blocked: write_blocked.clone(),
+        };
+        let flag = Arc::new(Flag::default());
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut handshake = Box::pin(
+            h2::client::Builder::new()
+                .initial_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .max_frame_size(1 << 20)
+                .handshake::<_, Bytes>(io),
+        );
+        // The client handshake only queues the preface: it completes without the server.
+        let (send_request, connection) = match handshake.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(parts)) => parts,
+            Poll::Ready(Err(e)) => return Err(unreachable(&e)),
+            Poll::Pending => return Err(unreachable(&"HTTP/2 handshake did not complete")),
+        };
+        let (response, send) =
+            start_call(send_request, target, &mut cx).map_err(|e| unreachable(&e))?;
+        let mut direct = Self {
+            fd,
+            connection,
+            send,
+            response: Some(response),
+            recv: None,
+            partial: BytesMut::new(),
+            max_message_length,
+            flag,
+            waker,
+            write_blocked,
+            end: None,
+        };
+        direct.send(first).map_err(|e| unreachable(&e))?;
+        Ok(direct)
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// Queues one message (framed for gRPC); `pump` writes it.
+    pub fn send(&mut self, message: Bytes) -> Result<(), h2::Error> {
+        let mut header = BytesMut::with_capacity(FRAME_HEADER + message.len().min(MAX_DATA));
+        header.put_u8(0);
+        header.put_u32(message.len() as u32);
+        if message.len() <= 64 << 10 {
+            header.extend_from_slice(&message);
+            return self.send.send_data(header.freeze(), false);
+        }
+        self.send.send_data(header.freeze(), false)?;
+        let mut rest = message;
+        while !rest.is_empty() {
+            let piece = rest.split_to(rest.len().min(MAX_DATA));
+            self.send.send_data(piece, false)?;
+        }
+        Ok(())
+    }
+
+    /// Reads, writes and decodes whatever is ready, until nothing more can progress now.
+    pub fn pump(&mut self) -> Pumped {
+        let mut messages = Vec::new();
+        self.write_blocked.store(false, Ordering::Relaxed);
+        let waker = self.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        while self.end.is_none() {
+            self.flag.0.store(false, Ordering::Relaxed);
+            match Pin::new(&mut self.connection).poll(&mut cx) {
+                Poll::Ready(Ok(())) => self.finish(Some("the host closed the connection".into())),
+                Poll::Ready(Err(e)) => self.finish(Some(e.to_string())),
+                Poll::Pending => {}
+            }
+            self.poll_response(&mut cx);
+            self.poll_body(&mut cx, &mut messages);
+            if !self.flag.0.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        Pumped {
+            messages,
+            end: self.end.clone(),
+            want_write: self.end.is_none() && self.write_blocked.load(Ordering::Relaxed),
+        }
+    }
+
+    fn poll_response(&mut self, cx: &mut Context<'_>) {
+        let Some(response) = self.response.as_mut() else {
+            return;
+        };
+        let Poll::Ready(result) = Pin::new(response).poll(cx) else {
+            return;
+        };
+        self.response = None;
+        match result {
+            Ok(response) if response.status() != 200 => {
+                self.finish(Some(format!(
+                    "the host answered HTTP {}",
+                    response.status()
+                )));
+            }
+            Ok(response) => match grpc_status(response.headers()) {
+                // A trailers-only answer: the call is over before it started.
+                Some(status) => self.finish(status),
+                None => self.recv = Some(response.into_body()),
+            },
+            Err(e) => self.finish(Some(e.to_string())),
+        }
+    }
+
+    fn poll_body(&mut self, cx: &mut Context<'_>, messages: &mut Vec<Bytes>) {
+        let Some(recv) = self.recv.as_mut() else {
+            return;
+        };
+        loop {
+            match recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    // Consumed at once: give the window back.
+                    let _ = recv.flow_control().release_capacity(chunk.len());
+                    if let Err(why) =
+                        take_frames(chunk, &mut self.partial, self.max_message_length, messages)
+                    {
+                        return self.finish(Some(why));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return self.finish(Some(e.to_string())),
+                Poll::Ready(None) => {
+                    let end = match recv.poll_trailers(cx) {
+                        Poll::Ready(Ok(Some(trailers))) => grpc_status(&trailers).unwrap_or(None),
+                        Poll::Ready(Ok(None)) => None,
+                        Poll::Ready(Err(e)) => Some(e.to_string()),
+                        Poll::Pending => return,
+                    };
+                    return self.finish(end);
+                }
+                Poll::Pending => return,
+            }
+        }
+    }
+
+    fn finish(&mut self, end: End) {
+        if self.end.is_none() {
+            self.end = Some(end);
+        }
+    }
+}
+
+/// Appends the whole gRPC frames in `partial` + `chunk` to `messages`, keeping the rest in
+/// `partial`. While nothing is pending, frames are sliced out of the chunk without a copy.
+fn take_frames(
+    mut chunk: Bytes,
+    partial: &mut BytesMut,
+    max: usize,
+    messages: &mut Vec<Bytes>,
+) -> Result<(), String> {
+    if partial.is_empty() {
+        while let Some(len) = frame_len(&chunk, max)? {
+            if chunk.len() < FRAME_HEADER + len {
+                break;
+            }
+            chunk.advance(FRAME_HEADER);
+            messages.push(chunk.split_to(len));
+        }
+        if chunk.is_empty() {
+            return Ok(());
+        }
+    }
+    partial.extend_from_slice(&chunk);
+    while let Some(len) = frame_len(partial, max)? {
+        if partial.len() < FRAME_HEADER + len {
+            // Room for the rest of it, once, instead of growing chunk by chunk.
+            partial.reserve(FRAME_HEADER + len - partial.len());
+            break;
+        }
+        partial.advance(FRAME_HEADER);
+        messages.push(partial.split_to(len).freeze());
+    }
+    Ok(())
+}
+
+/// The length of the frame starting `buf`, once its header is there.
+fn frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, String> {
+    let Some(header) = buf.get(..FRAME_HEADER) else {
+        return Ok(None);
+    };
+    if header[0] != 0 {
+        return Err("compressed message (none was negotiated)".into());
+    }
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if len > max {
+        return Err(format!("message of {len} bytes exceeds the limit of {max}"));
+    }
+    Ok(Some(len))
+}
+
+fn start_call(
+    mut send_request: SendRequest<Bytes>,
+    target: &str,
+    cx: &mut Context<'_>,
+) -> Result<(ResponseFuture, SendStream<Bytes>), h2::Error> {
+    // A fresh connection always has room for its first stream.
+    if let Poll::Ready(Err(e)) = send_request.poll_ready(cx) {
+        return Err(e);
+    }
+    let request = http::Request::post(format!("http://{target}{METHOD}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("a static request is valid");
+    send_request.send_request(request, false)
+}
+
+/// None while the call goes on; Some(None) for grpc-status 0, Some(Some(why)) for an error.
+fn grpc_status(headers: &http::HeaderMap) -> Option<End> {
+    let status = headers.get("grpc-status")?.to_str().unwrap_or("2");
+    if status == "0" {
+        return Some(None);
+    }
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .unwrap_or("");
+    Some(Some(format!("status {status}: {message}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn feed(chunks: &[&[u8]], max: usize) -> Result<(Vec<Bytes>, usize), String> {
+        let mut partial = BytesMut::new();
+        let mut messages = Vec::new();
+        for chunk in chunks {
+            take_frames(
+                Bytes::copy_from_slice(chunk),
+                &mut partial,
+                max,
+                &mut messages,
+            )?;
+        }
+        Ok((messages, partial.len()))
+    }
+
+    #[test]
+    fn whole_frames_in_one_chunk_are_all_taken() {
+        let data = [frame(b"a"), frame(b""), frame(b"ccc")].concat();
+        let (messages, left) = feed(&[&data], 16).unwrap();
+        assert_eq!(
+            messages,
+            vec![Bytes::from("a"), Bytes::new(), Bytes::from("ccc")]
+        );
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn frames_split_anywhere_are_reassembled() {
+        let data = [frame(b"hello"), frame(b"world!")].concat();
+        for cut in 0..=data.len() {
+            for cut2 in cut..=data.len() {
+                let (messages, left) =
+                    feed(&[&data[..cut], &data[cut..cut2], &data[cut2..]], 16).unwrap();
+                assert_eq!(messages, vec![Bytes::from("hello"), Bytes::from("world!")]);
+                assert_eq!(left, 0, "cuts {cut} {cut2}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_incomplete_frame_waits() {
+        let data = frame(b"pending");
+        let (messages, left) = feed(&[&data[..7]], 16).unwrap();
+        assert!(messages.is_empty());
+        assert_eq!(left, 7);
+    }
+
+    #[test]
+    fn oversized_and_compressed_frames_end_the_stream() {
+        let too_big = feed(&[&frame(&[0; 17])], 16).unwrap_err();
+        assert!(too_big.contains("exceeds the limit of 16"), "{too_big}");
+        let mut compressed = frame(b"x");
+        compressed[0] = 1;
+        assert!(feed(&[&compressed], 16).unwrap_err().contains("compressed"));
+    }
+}
