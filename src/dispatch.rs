@@ -286,14 +286,19 @@ impl Dispatcher {
         if declared_length(&parts).is_some_and(|n| n > self.body_limit) {
             return Err(self.too_large());
         }
-        let lease = self.pool.pick()?;
-        if let Some(target) = lease.session().http().cloned() {
-            let held = (lease, ticket);
-            return self
-                .forward(function, params, parts, body, held, target)
-                .await;
+        if catalog.streams_http {
+            let lease = self.pool.pick()?;
+            if let Some(target) = lease.session().http().cloned() {
+                let held = (lease, ticket);
+                return self
+                    .forward(function, params, parts, body, held, target)
+                    .await;
+            }
         }
+        // The worker is picked once the body is in: a slow upload holds no worker and does
+        // not count as in flight on one.
         let (body, reservation) = self.read_body(&parts, body).await?;
+        let lease = self.pool.pick()?;
         let rpc_http = convert::to_rpc_http(&parts, body, params);
         let response = self
             .run(function, &lease, uuid::Uuid::new_v4().to_string(), rpc_http)

@@ -38,6 +38,9 @@ pub enum HttpOutput {
 pub struct Catalog {
     pub router: Router,
     pub functions: Vec<FunctionInfo>,
+    /// The app's workers serve HTTP themselves (http-v2: they advertised `HttpUri`), so
+    /// requests are forwarded to them rather than read and sent over gRPC.
+    pub streams_http: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,7 @@ impl Catalog {
     pub fn build(
         route_prefix: &str,
         metadata: &[RpcFunctionMetadata],
+        streams_http: bool,
     ) -> Result<Catalog, CatalogError> {
         let mut specs = Vec::new();
         let mut functions = Vec::new();
@@ -143,7 +147,11 @@ impl Catalog {
             });
         }
         let router = Router::new(route_prefix, specs)?;
-        Ok(Catalog { router, functions })
+        Ok(Catalog {
+            router,
+            functions,
+            streams_http,
+        })
     }
 }
 
@@ -175,7 +183,7 @@ mod tests {
                 r#"{"direction": "OUT", "type": "http", "name": "$return"}"#,
             ],
         );
-        let catalog = Catalog::build("api", &[m]).expect("valid");
+        let catalog = Catalog::build("api", &[m], false).expect("valid");
         let hit = catalog
             .router
             .find(&http::Method::GET, "/api/hi/bob")
@@ -206,7 +214,7 @@ mod tests {
             "tick",
             &[r#"{"direction": "in", "type": "timerTrigger", "name": "t"}"#],
         );
-        let catalog = Catalog::build("", &[http, timer]).expect("valid");
+        let catalog = Catalog::build("", &[http, timer], false).expect("valid");
         assert_eq!(catalog.functions.len(), 1);
         let hit = catalog
             .router
@@ -220,7 +228,7 @@ mod tests {
     fn invalid_binding_json_is_an_error() {
         let m = meta("bad", &["{not json"]);
         assert!(matches!(
-            Catalog::build("api", &[m]),
+            Catalog::build("api", &[m], false),
             Err(CatalogError::BadBinding { .. })
         ));
     }

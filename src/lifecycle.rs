@@ -157,7 +157,7 @@ impl Workers {
         let handshake = self.handshake(&id, &index);
         let (session, functions) = until_exit(&mut process, initialised.load(&handshake)).await?;
         if self.catalog.get().is_none() {
-            let built = Catalog::build(&self.route_prefix, &functions)?;
+            let built = Catalog::build(&self.route_prefix, &functions, session.http().is_some())?;
             let names: Vec<&str> = built.functions.iter().map(|f| &*f.name).collect();
             info!(functions = ?names, "functions indexed");
             let _ = self.catalog.set(built);

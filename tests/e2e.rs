@@ -337,6 +337,69 @@ async fn two_workers_share_concurrent_requests_and_echo_each_payload() -> anyhow
     Ok(())
 }
 
+/// A worker is picked once the request body is in: an upload still arriving holds no worker,
+/// so it does not steer other requests away from the one it would have held.
+#[tokio::test]
+async fn a_slow_upload_holds_no_worker_while_its_body_arrives() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sluice = Sluice::start(Options::new(hello_app()).workers(2)).await?;
+    async fn pids(sluice: &Sluice) -> anyhow::Result<HashSet<String>> {
+        let mut pids = HashSet::new();
+        for _ in 0..6 {
+            pids.insert(get_text(sluice, "/api/whoami", StatusCode::OK).await?);
+        }
+        Ok(pids)
+    }
+    // One request at a time: the least-loaded worker is the same one every time.
+    let before = pids(&sluice).await?;
+    ensure!(
+        before.len() == 1,
+        "sequential requests spread over {before:?}"
+    );
+
+    let mut upload = tokio::net::TcpStream::connect(sluice.addr()).await?;
+    let head = format!(
+        "POST /api/binary_echo HTTP/1.1\r\nHost: {}\r\nContent-Length: 10\r\n\r\nfirst",
+        sluice.addr()
+    );
+    upload.write_all(head.as_bytes()).await?;
+    // Sluice has the upload once it counts it in flight (the same step that picked a
+    // worker before the body was read).
+    let metrics = sluice.admin_url("/metrics").await?;
+    let deadline = tokio::time::Instant::now() + LOG_DEADLINE;
+    loop {
+        let text = client().get(&metrics).send().await?.text().await?;
+        if text.lines().any(|l| l == "sluice_requests_in_flight 1") {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the upload never arrived:\n{text}"
+        );
+    }
+    let during = pids(&sluice).await?;
+    assert_eq!(during, before, "requests during the upload went elsewhere");
+
+    upload.write_all(b"-last").await?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).ends_with("first-last") {
+        let n = tokio::time::timeout(LOG_DEADLINE, upload.read(&mut buf)).await??;
+        ensure!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    ensure!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn http2_prior_knowledge_is_served() -> anyhow::Result<()> {
     let sluice = start_hello().await?;
