@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use tracing::{debug, error, warn};
 
 use crate::admission::{Admission, Throttled, Ticket};
-use crate::body::{self, Body};
+use crate::body::{self, Body, IdleTimeout, Stalled};
 use crate::budget::{BodyBudget, OverBudget, Reservation};
 use crate::config::{HostJson, ServeConfig};
 use crate::convert::{self, ConvertError};
@@ -323,7 +323,7 @@ impl Dispatcher {
         let invocation_id = uuid::Uuid::new_v4().to_string();
         let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
         let forwarded = async {
-            let body = proxy::IdleTimeout::new(Limited::new(body, limit), BODY_IDLE_TIMEOUT);
+            let body = IdleTimeout::new(Limited::new(body, limit), BODY_IDLE_TIMEOUT);
             Ok::<_, InvokeError>(
                 proxy::forward(&target, &invocation_id, parts, body, self.body_limit).await?,
             )
@@ -416,15 +416,12 @@ impl Dispatcher {
         let declared = declared_length(parts);
         let mut reservation = self.body_budget.reserve(declared.unwrap_or(0))?;
         let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
-        let mut body = Limited::new(body, limit);
+        let mut body = IdleTimeout::new(Limited::new(body, limit), BODY_IDLE_TIMEOUT);
         let mut first: Option<Bytes> = None;
         let mut gathered: Option<BytesMut> = None;
         let mut received: u64 = 0;
         loop {
-            let frame = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame())
-                .await
-                .map_err(|_| InvokeError::BodyTimeout(BODY_IDLE_TIMEOUT))?;
-            let data = match frame {
+            let data = match body.frame().await {
                 None => break,
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => data,
@@ -432,6 +429,9 @@ impl Dispatcher {
                 },
                 Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                     return Err(self.too_large());
+                }
+                Some(Err(e)) if e.is::<Stalled>() => {
+                    return Err(InvokeError::BodyTimeout(BODY_IDLE_TIMEOUT));
                 }
                 Some(Err(e)) => return Err(InvokeError::BadBody(e.to_string())),
             };
