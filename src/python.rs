@@ -10,7 +10,6 @@
 //! Must not: start workers or run functions (the supervisor does that), read the process
 //! environment for its own decisions (callers pass `env`), or install anything after startup.
 
-use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Component, Path, PathBuf};

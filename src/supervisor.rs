@@ -63,7 +63,7 @@ impl WorkerLaunch {
         let uri = format!("http://127.0.0.1:{grpc_port}/");
         // The platform's order: executable, its arguments, worker path, worker arguments,
         // then the transport flags (both the classic and the prefixed forms).
-        let own_worker = self.worker_dir.join("worker.py");
+        let own_worker = self.worker_script();
         let executable = match &self.description {
             Some(d) => d.executable.as_path(),
             None => self.python.as_path(),
@@ -113,9 +113,12 @@ impl WorkerLaunch {
             child,
         })
     }
-}
 
-impl WorkerLaunch {
+    /// Sluice's own worker entry point.
+    fn worker_script(&self) -> std::path::PathBuf {
+        self.worker_dir.join("worker.py")
+    }
+
     /// The variables Sluice sets for a worker, on top of its own environment.
     fn worker_env(&self) -> Vec<(String, String)> {
         let worker_directory = match &self.description {
@@ -142,7 +145,7 @@ impl WorkerLaunch {
             ("SLUICE_PYTHON_EXECUTABLE".to_owned(), path(&self.python)),
             (
                 "SLUICE_WORKER_SCRIPT".to_owned(),
-                path(&self.worker_dir.join("worker.py")),
+                path(&self.worker_script()),
             ),
             // Line-by-line relay of print() output needs unbuffered streams.
             ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),

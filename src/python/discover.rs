@@ -3,7 +3,15 @@
 //! running it (version and real executable), and pyenv shims are tried last because each
 //! one runs `pyenv exec` first.
 
-use super::*;
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use super::{PythonError, PythonInfo, Rejection, non_empty};
 
 /// The oldest Python the worker supports.
 pub(super) const MIN_VERSION: (u32, u32) = (3, 13);

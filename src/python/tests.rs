@@ -1,5 +1,6 @@
 use super::*;
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh directory under the system temp dir, removed on drop.
