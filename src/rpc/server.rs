@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
@@ -52,10 +53,12 @@ impl RpcServer {
         })
         .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(super::MAX_MESSAGE_BYTES);
-        let incoming = TcpListenerStream::new(listener);
+        // TCP_NODELAY set here: `Server::tcp_nodelay` applies only to listeners tonic binds
+        // itself. Without it Nagle held small frames for the worker's delayed ACK (a 40 ms
+        // stall, seen as a p99 spike under load).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         tokio::spawn(async move {
             let result = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 // h2's 64 KiB default window makes a large body from the worker wait for
                 // a WINDOW_UPDATE every 64 KiB; tonic reads eagerly, so larger windows
                 // cost no memory beyond what the message needs anyway.
