@@ -57,20 +57,32 @@ impl Wake for Flag {
     }
 }
 
-/// The socket as h2 sees it: WouldBlock is Pending (the event loop re-polls on readiness),
-/// and a blocked write is remembered so the loop can watch for writability.
+/// What the socket said during one `pump`, shared with the [`Io`] h2 owns.
+#[derive(Default)]
+struct IoState {
+    /// A write could not complete: watch for writability.
+    write_blocked: AtomicBool,
+    /// Reading may find data: set when the loop saw the socket readable, cleared by the
+    /// first WouldBlock, so later polls in the same pump cost no syscall.
+    may_read: AtomicBool,
+}
+
+/// The socket as h2 sees it: WouldBlock is Pending (the event loop re-polls on readiness).
 struct Io {
     stream: TcpStream,
-    write_blocked: Arc<AtomicBool>,
+    state: Arc<IoState>,
 }
 
 impl Io {
-    fn blocked<T>(&self, result: io::Result<T>, writing: bool) -> Poll<io::Result<T>> {
+    fn blocked<T>(
+        &self,
+        result: io::Result<T>,
+        flag: &AtomicBool,
+        value: bool,
+    ) -> Poll<io::Result<T>> {
         match result {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if writing {
-                    self.write_blocked.store(true, Ordering::Relaxed);
-                }
+                flag.store(value, Ordering::Relaxed);
                 Poll::Pending
             }
             other => Poll::Ready(other),
@@ -85,8 +97,12 @@ impl AsyncRead for Io {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.state.may_read.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
         let read = (&this.stream).read(buf.initialize_unfilled());
-        this.blocked(read, false).map_ok(|n| buf.advance(n))
+        this.blocked(read, &this.state.may_read, false)
+            .map_ok(|n| buf.advance(n))
     }
 }
 
@@ -97,7 +113,7 @@ impl AsyncWrite for Io {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let written = (&self.stream).write(data);
-        self.blocked(written, true)
+        self.blocked(written, &self.state.write_blocked, true)
     }
 
     fn poll_write_vectored(
@@ -106,7 +122,7 @@ impl AsyncWrite for Io {
         data: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let written = (&self.stream).write_vectored(data);
-        self.blocked(written, true)
+        self.blocked(written, &self.state.write_blocked, true)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -142,7 +158,7 @@ pub struct Direct {
     max_message_length: usize,
     flag: Arc<Flag>,
     waker: Waker,
-    write_blocked: Arc<AtomicBool>,
+    io: Arc<IoState>,
     end: Option<End>,
 }
 
@@ -174,10 +190,10 @@ impl Direct {
         stream.set_nodelay(true).map_err(|e| unreachable(&e))?;
         stream.set_nonblocking(true).map_err(|e| unreachable(&e))?;
         let fd = stream.as_raw_fd();
-        let write_blocked = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(IoState::default());
         let io = Io {
             stream,
-            write_blocked: write_blocked.clone(),
+            state: state.clone(),
         };
         let flag = Arc::new(Flag::default());
         let waker = Waker::from(flag.clone());
@@ -207,7 +223,7 @@ impl Direct {
             max_message_length,
             flag,
             waker,
-            write_blocked,
+            io: state,
             end: None,
         };
         direct.send(first).map_err(|e| unreachable(&e))?;
@@ -240,10 +256,13 @@ impl Direct {
         Ok(())
     }
 
-    /// Reads, writes and decodes whatever is ready, until nothing more can progress now.
-    pub fn pump(&mut self) -> Pumped {
+    /// Writes what is queued and, when `readable` (the loop saw the socket readable), reads
+    /// and decodes what arrived; until nothing more can progress now. Without `readable`
+    /// nothing is read, so no message is returned.
+    pub fn pump(&mut self, readable: bool) -> Pumped {
         let mut messages = Vec::new();
-        self.write_blocked.store(false, Ordering::Relaxed);
+        self.io.write_blocked.store(false, Ordering::Relaxed);
+        self.io.may_read.store(readable, Ordering::Relaxed);
         let waker = self.waker.clone();
         let mut cx = Context::from_waker(&waker);
         while self.end.is_none() {
@@ -253,8 +272,11 @@ impl Direct {
                 Poll::Ready(Err(e)) => self.finish(Some(e.to_string())),
                 Poll::Pending => {}
             }
-            self.poll_response(&mut cx);
-            self.poll_body(&mut cx, &mut messages);
+            // Only a readable pump takes messages: a write-only one must not hand any out.
+            if readable {
+                self.poll_response(&mut cx);
+                self.poll_body(&mut cx, &mut messages);
+            }
             if !self.flag.0.load(Ordering::Relaxed) {
                 break;
             }
@@ -262,7 +284,7 @@ impl Direct {
         Pumped {
             messages,
             end: self.end.clone(),
-            want_write: self.end.is_none() && self.write_blocked.load(Ordering::Relaxed),
+            want_write: self.end.is_none() && self.io.write_blocked.load(Ordering::Relaxed),
         }
     }
 

@@ -105,8 +105,9 @@ impl Connection {
         self.direct.fd()
     }
 
-    /// Queues encoded StreamingMessages, in order; the next `pump` writes them.
-    fn send_many(&mut self, messages: Vec<Vec<u8>>) -> PyResult<()> {
+    /// Queues encoded StreamingMessages, in order, and writes what the socket takes now;
+    /// True when the rest waits for the socket to turn writable (then call `pump`).
+    fn send_many(&mut self, messages: Vec<Vec<u8>>) -> PyResult<bool> {
         if self.direct.is_ended() {
             return Err(PyConnectionError::new_err(
                 "the stream to the host has ended",
@@ -117,7 +118,8 @@ impl Connection {
                 .send(Bytes::from(message))
                 .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
         }
-        Ok(())
+        // Nothing is read here (see `Direct::pump`): inbound data waits for `pump`.
+        Ok(self.direct.pump(false).want_write)
     }
 
     /// `(messages, end, want_write)`: what arrived (`Native::to_python`), why the stream
@@ -127,7 +129,7 @@ impl Connection {
         &mut self,
         py: Python<'py>,
     ) -> PyResult<(Bound<'py, PyList>, Option<String>, bool)> {
-        let pumped = self.direct.pump();
+        let pumped = self.direct.pump(true);
         let list = self.native.to_python(py, pumped.messages)?;
         Ok((
             list,

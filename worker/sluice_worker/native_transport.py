@@ -56,10 +56,11 @@ class NativeTransport:
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         try:
-            self._conn.send_many(pending)
+            blocked = self._conn.send_many(pending)
         except ConnectionError:  # the stream has ended: run() is returning
             return
-        self._pump()
+        if blocked:  # the rest goes out as the socket takes it
+            self._pump()
 
     async def run(self, worker_id: str, connect_timeout: float, on_message, on_invocation=None):
         """Connects, then calls `on_message(msg)` on the loop for every inbound message,
