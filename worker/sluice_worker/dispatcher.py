@@ -11,6 +11,7 @@ the empty placeholder app, so the runtime and the SDK are imported before any ap
 known; FunctionEnvironmentReloadRequest then specialises it for the assigned app.
 """
 import asyncio
+import gc
 import importlib
 import logging
 import os
@@ -182,8 +183,13 @@ class Dispatcher:
 
     async def _on_function_load_request(self, message) -> None:
         response = await self._runtime.function_load_request(self._wrap("function_load_request", message))
-        if self._fastpath is not None and response.result.status == protos.StatusResult.Success:
-            self._fastpath.enable(message.function_load_request.function_id)
+        if response.result.status == protos.StatusResult.Success:
+            if self._fastpath is not None:
+                self._fastpath.enable(message.function_load_request.function_id)
+            # What start-up built (runtime, SDK, app) lives as long as the worker: keep it
+            # out of the collector's reach, so a full collection under load walks only
+            # what requests allocate (over the SDK's start-up heap alone one took ~9 ms).
+            gc.freeze()
         self._reply(message, function_load_response=response)
 
     async def _on_invocation_request(self, message) -> None:
