@@ -107,9 +107,20 @@ uvloop.run(main())
 '''
 
 
-def worker_paths(sluice_pid):
+def cpu_seconds(pid):
+    """User + system CPU of one process (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pid(sluice_pid):
     children = subprocess.run(["pgrep", "-P", str(sluice_pid)], capture_output=True, text=True)
-    pid = int(children.stdout.split()[0])
+    return int(children.stdout.split()[0])
+
+
+def worker_paths(sluice_pid):
+    pid = worker_pid(sluice_pid)
     with open(f"/proc/{pid}/environ", "rb") as f:
         env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
     with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -157,7 +168,11 @@ def main():
                     raise RuntimeError("sluice did not become ready")
                 time.sleep(0.1)
         site, worker_dir = worker_paths(sluice.pid)
-        via = through_sluice(args.function, args.n, args.warmup)
+        worker = worker_pid(sluice.pid)
+        through_sluice(args.function, args.warmup, 0)
+        before = cpu_seconds(sluice.pid), cpu_seconds(worker)
+        via = through_sluice(args.function, args.n, 0)
+        after = cpu_seconds(sluice.pid), cpu_seconds(worker)
     finally:
         sluice.terminate()
         sluice.wait(timeout=30)
@@ -173,6 +188,8 @@ def main():
     print(f"in-process runtime  p50 {us(p50_bare):8.1f} us   p99 {us(percentile(local['bare'], 0.99)):8.1f} us")
     print(f"  + parse/serialise p50 {us(p50_wire):8.1f} us")
     print(f"sluice added p50    {us(p50_via - p50_bare):8.1f} us  (goal: <= 100 us)")
+    print(f"CPU per request     sluice {(after[0] - before[0]) / args.n * 1e6:6.1f} us, "
+          f"worker {(after[1] - before[1]) / args.n * 1e6:6.1f} us (clock-tick resolution)")
 
 
 if __name__ == "__main__":
