@@ -86,17 +86,24 @@ class FastPath:
             return None
         if not all(hasattr(handle_event, n) for n in _RUNTIME_NAMES):
             return None
-        return cls(handle_event, meta, datumdef, transport)
+        try:
+            return cls(handle_event, meta, datumdef, transport)
+        except AttributeError:  # a runtime laid out otherwise: its protobuf entry it is
+            return None
 
     def enable(self, function_id: str) -> bool:
-        """After a successful load: route `function_id` here if it qualifies."""
+        """After a successful load: route `function_id` here if it qualifies. Anything
+        unexpected in the runtime's function record leaves it on the protobuf entry."""
         rt = self._rt
-        fi = rt._functions.get_function(function_id)
-        if fi is None or (fi.is_http_func and rt.HttpV2Registry.http_v2_enabled()):
-            return False
-        if getattr(fi, "settlement_client_arg", None) is not None:
-            return False
-        if any(getattr(t, "deferred_bindings_enabled", False) for t in fi.input_types.values()):
+        try:
+            fi = rt._functions.get_function(function_id)
+            if fi is None or (fi.is_http_func and rt.HttpV2Registry.http_v2_enabled()):
+                return False
+            if getattr(fi, "settlement_client_arg", None) is not None:
+                return False
+            if any(getattr(t, "deferred_bindings_enabled", False) for t in fi.input_types.values()):
+                return False
+        except AttributeError:
             return False
         self._transport.enable_invocations(self._datum_cls, function_id)
         return True
