@@ -1,3 +1,4 @@
+use super::values::is_datetime;
 use super::*;
 
 fn spec(function: &str, route: Option<&str>, methods: &[Method]) -> RouteSpec {
