@@ -1,3 +1,4 @@
+use super::app_packages::{APP_HASH_FILE, APP_PACKAGES_DIR, APP_TMP_PREFIX};
 use super::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;
