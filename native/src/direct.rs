@@ -226,7 +226,7 @@ impl Direct {
             io: state,
             end: None,
         };
-        direct.send(first).map_err(|e| unreachable(&e))?;
+        direct.send(&first).map_err(|e| unreachable(&e))?;
         Ok(direct)
     }
 
@@ -238,19 +238,15 @@ impl Direct {
         self.end.is_some()
     }
 
-    /// Queues one message (framed for gRPC); `pump` writes it.
-    pub fn send(&mut self, message: Bytes) -> Result<(), h2::Error> {
-        let mut header = BytesMut::with_capacity(FRAME_HEADER + message.len().min(MAX_DATA));
-        header.put_u8(0);
-        header.put_u32(message.len() as u32);
-        if message.len() <= 64 << 10 {
-            header.extend_from_slice(&message);
-            return self.send.send_data(header.freeze(), false);
-        }
-        self.send.send_data(header.freeze(), false)?;
-        let mut rest = message;
-        while !rest.is_empty() {
-            let piece = rest.split_to(rest.len().min(MAX_DATA));
+    /// Queues one message, framed for gRPC in one buffer (its only copy); `pump` writes it.
+    pub fn send(&mut self, message: &[u8]) -> Result<(), h2::Error> {
+        let mut frame = BytesMut::with_capacity(FRAME_HEADER + message.len());
+        frame.put_u8(0);
+        frame.put_u32(message.len() as u32);
+        frame.extend_from_slice(message);
+        let mut frame = frame.freeze();
+        while !frame.is_empty() {
+            let piece = frame.split_to(frame.len().min(MAX_DATA));
             self.send.send_data(piece, false)?;
         }
         Ok(())

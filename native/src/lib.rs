@@ -107,7 +107,7 @@ impl Connection {
 
     /// Queues encoded StreamingMessages, in order, and writes what the socket takes now;
     /// True when the rest waits for the socket to turn writable (then call `pump`).
-    fn send_many(&mut self, messages: Vec<Vec<u8>>) -> PyResult<bool> {
+    fn send_many(&mut self, messages: Vec<Bound<'_, PyBytes>>) -> PyResult<bool> {
         if self.direct.is_ended() {
             return Err(PyConnectionError::new_err(
                 "the stream to the host has ended",
@@ -115,7 +115,7 @@ impl Connection {
         }
         for message in messages {
             self.direct
-                .send(Bytes::from(message))
+                .send(message.as_bytes())
                 .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
         }
         // Nothing is read here (see `Direct::pump`): inbound data waits for `pump`.
