@@ -14,6 +14,9 @@ if ! command -v prometheus >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq prometheus >/dev/null
 fi
 export SLUICE_REQUIRE_PROMETHEUS=1
+# A failing test's own message must stay in the last lines of the log: anyhow would append a
+# backtrace to every returned error when RUST_BACKTRACE is set (panics keep theirs).
+export RUST_LIB_BACKTRACE="${RUST_LIB_BACKTRACE:-0}"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

@@ -1097,21 +1097,22 @@ fn image_steps_prebuild_the_worker_env_and_serve_without_network() -> anyhow::Re
     }
     let (public, admin) = (public.context("public addr")?, admin.context("admin addr")?);
 
+    // Poll /readyz directly; once it answers 200 (a worker is ready, and nothing makes it
+    // unready again before shutdown) the health check must pass too. Asking the health check
+    // first and /readyz after would race the worker becoming ready in between.
     let mut ready = false;
     while started.elapsed() < STARTUP_DEADLINE {
-        let (status, _) = run(Command::new(&health[0])
-            .args(&health[1..])
-            .env("SLUICE_ADMIN_PORT", admin.port().to_string()))?;
-        if status.success() {
+        if http_get(admin, "/readyz")?.starts_with("HTTP/1.1 200") {
+            let (status, output) = run(Command::new(&health[0])
+                .args(&health[1..])
+                .env("SLUICE_ADMIN_PORT", admin.port().to_string()))?;
+            ensure!(
+                status.success(),
+                "/readyz answers 200 but the health check fails:\n{output}"
+            );
             ready = true;
             break;
         }
-        // Fail fast when the health check and the endpoint it should probe disagree.
-        let direct = http_get(admin, "/readyz")?;
-        ensure!(
-            !direct.starts_with("HTTP/1.1 200"),
-            "/readyz answers 200 but the health check fails"
-        );
         ensure!(
             child.0.try_wait()?.is_none(),
             "sluice exited:\n{}",
