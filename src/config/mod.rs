@@ -133,7 +133,7 @@ pub struct ServeArgs {
     #[arg(long, value_enum)]
     pub io: Option<IoMode>,
     /// Threads of the host's async runtime (and io_uring front-end threads)
-    /// [default: the number of CPUs].
+    /// [default: one per worker, at most the number of CPUs].
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -411,7 +411,7 @@ impl ServeConfig {
                 value: n.to_string(),
                 reason: "must be at least 1".into(),
             })?,
-            None => default_threads(),
+            None => default_threads(workers),
         };
         let simulate_uring_failure = match env("SLUICE_URING_PROBE").as_deref() {
             None | Some("") => false,
@@ -474,11 +474,14 @@ fn parse_bytes(name: &'static str, value: String) -> Result<u64, ConfigError> {
         })
 }
 
-/// The runtime's default size: one thread per CPU (the CPUs the process may use). On
-/// 2 cores, 2 threads served the worker path ~30% faster than 1 (loadtest/results);
-/// `--threads 1` leaves more of a small pod to the Python workers.
-pub fn default_threads() -> NonZeroUsize {
-    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+/// The runtime's default size: one thread per Python worker, at most one per CPU (the CPUs
+/// the process may use). The workers need those CPUs too, and a function request crosses the
+/// front end and the worker's session: on one thread that is no cross-thread wake-up. On 2
+/// cores with 1 worker, 1 thread served 1.14× the requests of 2; with 2 workers, 2 threads
+/// served 1.10× those of 1 (loadtest/results/2026-11-29-threads.md).
+pub fn default_threads(workers: NonZeroUsize) -> NonZeroUsize {
+    let cpus = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+    workers.min(cpus)
 }
 
 /// The empty app directory placeholder workers start against (one per Sluice process).

@@ -186,7 +186,8 @@ fn io_backend_and_threads_come_from_file_and_flags() {
 
     let defaults = ServeConfig::resolve(args(&dir), &|_| None).expect("valid");
     assert_eq!(defaults.io, IoMode::Auto);
-    assert_eq!(defaults.threads, default_threads());
+    assert_eq!(defaults.threads, default_threads(defaults.workers));
+    assert_eq!(defaults.threads.get(), 1, "one worker, one runtime thread");
 
     let mut zero = args(&dir);
     zero.threads = Some(0);
