@@ -47,10 +47,16 @@ fn main() -> ExitCode {
     })
 }
 
-/// The host's runtime, sized by `--threads`.
+/// The host's runtime, sized by `--threads`. One thread is a current-thread runtime: no
+/// work-stealing queues or idle-worker wake-ups (1.12× the async requests per second of a
+/// one-worker multi-thread runtime, loadtest/results/2026-11-29-threads.md).
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().build()
 }
