@@ -59,6 +59,8 @@ class Server:
     port_from_log: bool = False
     workers_ready: int = 0
     wrk_env: dict[str, str] = field(default_factory=dict)
+    # Extra environment for the server (Sluice passes it on to its workers).
+    env: dict[str, str] = field(default_factory=dict)
 
 
 class RunFailed(Exception):
@@ -116,6 +118,16 @@ def servers(python_path: str, only: set[str] | None) -> list[Server]:
         ),
         Server("sluice 2w", [*sluice, "--workers", "2"], fixture, port_from_log=True, workers_ready=2),
         Server("sluice rt1.3 1w", [*sluice13, "--workers", "1"], fixture, port_from_log=True, workers_ready=1),
+        # The platform's setting for the sync functions' thread pool (default: Python's
+        # min(32, CPUs + 4)); fewer threads hand the GIL around less (results/2026-11-29-sync.md).
+        Server(
+            "sluice rt1.3 1w tp2",
+            [*sluice13, "--workers", "1"],
+            {" sync": "/api/sync_hello"},
+            port_from_log=True,
+            workers_ready=1,
+            env={"PYTHON_THREADPOOL_THREAD_COUNT": "2"},
+        ),
         Server(
             "sluice rt1.3 2w",
             [*sluice13, "--workers", "2"],
@@ -138,7 +150,7 @@ def start(server: Server, cpus: str | None) -> tuple[subprocess.Popen, int, Path
     if cpus:
         argv = ["taskset", "-c", cpus] + argv
     log = LOGS / (re.sub(r"[^a-z0-9]+", "-", server.name.lower()).strip("-") + ".log")
-    env = dict(os.environ, NO_COLOR="1")
+    env = dict(os.environ, NO_COLOR="1", **server.env)
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     return proc, port, log
