@@ -1,8 +1,10 @@
 //! The worker's Datum fast path (the request decoded and the response encoded in Rust, the
 //! runtime's protobuf entry bypassed) answers exactly as the runtime's protobuf entry does.
-//! One app pinning azure-functions-runtime 1.3.0 (the first with a protobuf-free seam) runs
-//! twice, once per path (`SLUICE_WORKER_FASTPATH=0`); every request must get the same
-//! status, headers and body from both, and the same log lines for failures.
+//! One app runs twice, once per path (`SLUICE_WORKER_FASTPATH=0`); every request must get the
+//! same status, headers and body from both, and the same log lines for failures. It runs on
+//! each runtime version the fast path mirrors: pinned to azure-functions-runtime 1.3.0 (the
+//! first with a protobuf-free seam), and on the bundled runtime (1.2.1), whose invocation
+//! sets up its context later.
 
 mod common;
 
@@ -12,8 +14,10 @@ use anyhow::Context;
 use common::{Extras, LOG_DEADLINE, Options, Sluice, client};
 use reqwest::Method;
 
-fn app() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/fastpath")
+fn app(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/apps")
+        .join(name)
 }
 
 /// `(method, path, body)`; every request also carries an `x-one` header.
@@ -58,26 +62,33 @@ async fn answer(sluice: &Sluice, method: &str, path: &str, body: &str) -> anyhow
     Ok(text.replace(&sluice.base_url(), "BASE"))
 }
 
-async fn path_of(sluice: &Sluice) -> anyhow::Result<String> {
-    Ok(client()
-        .get(sluice.url("/api/path"))
-        .send()
-        .await?
-        .text()
-        .await?)
+async fn get_text(sluice: &Sluice, path: &str) -> anyhow::Result<String> {
+    Ok(client().get(sluice.url(path)).send().await?.text().await?)
 }
 
 #[tokio::test]
 async fn the_datum_path_answers_exactly_as_the_protobuf_entry() -> anyhow::Result<()> {
+    both_paths_answer_alike("fastpath", "1.3.0").await
+}
+
+#[tokio::test]
+async fn on_the_bundled_runtime_too() -> anyhow::Result<()> {
+    both_paths_answer_alike("fastpath_bundled", "1.2.1").await
+}
+
+async fn both_paths_answer_alike(app_name: &str, runtime: &str) -> anyhow::Result<()> {
     // One after the other: the first start installs the app's requirements.
-    let fast = Sluice::start(Options::new(app())).await?;
+    let fast = Sluice::start(Options::new(app(app_name))).await?;
     let classic = Sluice::start_with(
-        Options::new(app()),
+        Options::new(app(app_name)),
         &Extras::default().env("SLUICE_WORKER_FASTPATH", "0"),
     )
     .await?;
-    assert_eq!(path_of(&fast).await?, "datum");
-    assert_eq!(path_of(&classic).await?, "protobuf");
+    for sluice in [&fast, &classic] {
+        assert_eq!(get_text(sluice, "/api/which_runtime").await?, runtime);
+    }
+    assert_eq!(get_text(&fast, "/api/path").await?, "datum");
+    assert_eq!(get_text(&classic, "/api/path").await?, "protobuf");
 
     let mut answers = Vec::new();
     for (method, path, body) in REQUESTS {

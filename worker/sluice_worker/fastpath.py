@@ -4,10 +4,12 @@ The native transport decodes an InvocationRequest in Rust straight into the runt
 `Datum`s and encodes the InvocationResponse from the `Datum`s the function produced; this
 module runs the invocation between the two exactly as the runtime's
 `handle_event.invocation_request` does (same context, logs, binding conversions, thread
-pool, errors), with the runtime's own helpers. It needs the runtime's protobuf-free
-conversion helpers (`native_invocation`, azure-functions-runtime 1.3.0 and later); with an
-older runtime, with the grpcio transport, or with SLUICE_WORKER_FASTPATH=0 every
-invocation takes the runtime's protobuf entry instead.
+pool, errors), with the runtime's own helpers. It runs on the runtime versions whose
+`invocation_request` it mirrors: 1.3.0 and later (the ones that declare a protobuf-free seam,
+`native_invocation`), and 1.2.1 (the bundled default), which differs only in where it sets
+up the invocation context and OpenTelemetry. With another runtime, with the grpcio
+transport, or with SLUICE_WORKER_FASTPATH=0 every invocation takes the runtime's protobuf
+entry instead.
 
 A function qualifies when nothing in its invocation needs the protobuf message itself:
 not an http-v2 (streaming) function, no service-bus settlement client, no deferred
@@ -27,6 +29,10 @@ _RUNTIME_NAMES = ("_functions", "get_context", "otel_manager", "configure_opente
                   "logger", "is_trigger_binding", "Out", "execute_async", "get_current_loop",
                   "get_threadpool_executor", "run_sync_func", "serialize_exception",
                   "HttpV2Registry")
+# Older runtime versions whose `invocation_request` `invoke` mirrors too (checked line by line
+# against 1.3.0): their context is made after the input bindings, and OpenTelemetry is set
+# up just before an async function runs (a sync one's `run_sync_func` does it itself).
+_CONTEXT_AFTER_BINDINGS = {"1.2.1"}
 
 
 class _Trace:
@@ -59,8 +65,9 @@ class _Request:
 
 
 class FastPath:
-    def __init__(self, handle_event, meta, datumdef, transport):
+    def __init__(self, handle_event, meta, datumdef, transport, context_after_bindings=False):
         self._rt = handle_event
+        self._context_after_bindings = context_after_bindings
         self._get_binding = meta.get_binding
         self._get_datum = meta.get_datum
         self._datum_cls = datumdef.Datum
@@ -76,9 +83,16 @@ class FastPath:
             return None
         name = runtime.__name__
         try:
-            # Only a runtime that declares a protobuf-free seam (1.3.0 on, v2): its
-            # invocation path is the one `invoke` mirrors.
-            importlib.import_module(name + ".native_invocation")
+            # A runtime that declares a protobuf-free seam (1.3.0 on, v2) invokes as `invoke`
+            # does; of the older ones, only the versions checked against it.
+            try:
+                importlib.import_module(name + ".native_invocation")
+                legacy = False
+            except ImportError:
+                version = getattr(importlib.import_module(name + ".version"), "VERSION", None)
+                if version not in _CONTEXT_AFTER_BINDINGS:
+                    return None
+                legacy = True
             handle_event = importlib.import_module(name + ".handle_event")
             meta = importlib.import_module(name + ".bindings.meta")
             datumdef = importlib.import_module(name + ".bindings.datumdef")
@@ -87,7 +101,7 @@ class FastPath:
         if not all(hasattr(handle_event, n) for n in _RUNTIME_NAMES):
             return None
         try:
-            return cls(handle_event, meta, datumdef, transport)
+            return cls(handle_event, meta, datumdef, transport, legacy)
         except AttributeError:  # a runtime laid out otherwise: its protobuf entry it is
             return None
 
@@ -118,9 +132,11 @@ class FastPath:
             assert fi is not None
             request = _Request(invocation_id, _Trace(trace_parent, trace_state, trace_attributes),
                                _Retry(retry_count, max_retry_count))
-            fi_context = rt.get_context(request, fi.name, fi.directory)
-            if rt.otel_manager.get_azure_monitor_available() or rt.otel_manager.get_otel_libs_available():
-                rt.configure_opentelemetry(fi_context)
+            late = self._context_after_bindings
+            if not late:
+                fi_context = rt.get_context(request, fi.name, fi.directory)
+                if self._otel_enabled():
+                    rt.configure_opentelemetry(fi_context)
             rt.logger.info("Function name: %s, Function Type: %s", fi.name,
                            ("async" if fi.is_async else "sync"))
             args = {}
@@ -135,6 +151,8 @@ class FastPath:
                         'unable to decode incoming TypedData: '
                         'unsupported combination of TypedData field %s '
                         'and expected binding type %s' % (repr(datum and datum.type), binding))
+            if late:
+                fi_context = rt.get_context(request, fi.name, fi.directory)
             fi_context.thread_local_storage.invocation_id = invocation_id
             if fi.requires_context:
                 args['context'] = fi_context
@@ -142,6 +160,8 @@ class FastPath:
                 for name in fi.output_types:
                     args[name] = rt.Out()
             if fi.is_async:
+                if late and self._otel_enabled():
+                    rt.configure_opentelemetry(fi_context)
                 call_result = await rt.execute_async(fi.func, args)
             else:
                 call_result = await rt.get_current_loop().run_in_executor(
@@ -171,6 +191,10 @@ class FastPath:
                         status=protos.StatusResult.Failure,
                         exception=rt.serialize_exception(ex, protos)))).SerializeToString()
         self._send_bytes(encoded)
+
+    def _otel_enabled(self) -> bool:
+        otel = self._rt.otel_manager
+        return otel.get_azure_monitor_available() or otel.get_otel_libs_available()
 
     def _encoded(self, request_id, invocation_id, returned, outputs, has_return) -> bytes:
         """Encoded in Rust; what it leaves to the runtime (cookies, unusual values, a

@@ -1,4 +1,5 @@
-"""Functions that exercise every part of an HTTP invocation, run twice by tests/fastpath.rs:
+"""Functions that exercise every part of an HTTP invocation, run twice by tests/fastpath.rs
+(on runtime 1.3.0 here, on the bundled runtime through tests/apps/fastpath_bundled):
 through the worker's Datum fast path and through the runtime's protobuf entry. Both
 answers must be the same."""
 import json
@@ -93,3 +94,9 @@ async def path(req: func.HttpRequest) -> func.HttpResponse:
         names.append(frame.f_globals.get("__name__", ""))
         frame = frame.f_back
     return func.HttpResponse("datum" if "sluice_worker.fastpath" in names else "protobuf")
+
+
+@app.route(route="which_runtime")
+def runtime_version(req: func.HttpRequest) -> func.HttpResponse:
+    """The runtime library version invoking the functions (the one the worker loaded)."""
+    return func.HttpResponse(sys.modules["azure_functions_runtime.version"].VERSION)

@@ -1,0 +1,1 @@
+../fastpath/function_app.py
