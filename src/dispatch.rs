@@ -436,17 +436,16 @@ impl Dispatcher {
                 Some(Err(e)) => return Err(InvokeError::BadBody(e.to_string())),
             };
             received += data.len() as u64;
-            let so_far = received;
-            if so_far > reservation.bytes() {
+            if received > reservation.bytes() {
                 // Only a chunked body (or one longer than announced) gets here.
-                let step = so_far.max(reservation.bytes() + BUDGET_STEP);
+                let step = received.max(reservation.bytes() + BUDGET_STEP);
                 self.body_budget
                     .grow(&mut reservation, step.min(self.body_limit))?;
             }
             match (&mut first, &mut gathered) {
                 (None, None) => first = Some(data),
                 (Some(head), None) => {
-                    let capacity = declared.unwrap_or(so_far) as usize;
+                    let capacity = declared.unwrap_or(received) as usize;
                     let mut buffer = BytesMut::with_capacity(capacity.max(head.len() + data.len()));
                     buffer.extend_from_slice(head);
                     buffer.extend_from_slice(&data);
