@@ -239,10 +239,8 @@ impl Workers {
                 .unwrap_or(RECYCLE_WAIT_CAP)
                 .min(RECYCLE_WAIT_CAP),
         };
-        let deadline = Instant::now() + wait;
-        while session.in_flight() > 0 && !session.is_closed() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // Whatever is still running after `wait` is lost with the process.
+        let _ = tokio::time::timeout(wait, session.drained()).await;
         let _ = process.child.start_kill();
         let _ = process.exited().await;
         info!(worker = %process.id, %reason, "worker recycled");

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use prost::Message as _;
@@ -26,7 +26,30 @@ use crate::proxy::WorkerHttp;
 /// A function as the worker indexed it.
 pub type FunctionMeta = RpcFunctionMetadata;
 
-type Pending = Mutex<HashMap<String, PendingInvocation>>;
+/// Invocations awaiting their response, by invocation id. `drained` wakes whoever waits for
+/// the last one to leave (answered, abandoned by its caller, or lost with the stream).
+#[derive(Default)]
+struct Pending {
+    map: Mutex<HashMap<String, PendingInvocation>>,
+    drained: Notify,
+}
+
+impl Pending {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, PendingInvocation>> {
+        // A poisoned map only means another thread panicked mid-update; the map is fine.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remove(&self, invocation_id: &str) -> Option<PendingInvocation> {
+        let mut map = self.lock();
+        let entry = map.remove(invocation_id);
+        if entry.is_some() && map.is_empty() {
+            self.drained.notify_waiters();
+        }
+        entry
+    }
+}
+
 /// WorkerStatus pings awaiting their response, by `StreamingMessage.request_id`.
 type Pings = Mutex<HashMap<String, oneshot::Sender<()>>>;
 
@@ -160,7 +183,21 @@ impl Session {
 
     /// Invocations sent and not yet answered (or abandoned).
     pub fn in_flight(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.pending.lock().len()
+    }
+
+    /// Resolves once no invocation is in flight or the stream has closed.
+    pub async fn drained(&self) {
+        loop {
+            // Registered before the check, so a drain between the two is not missed.
+            let notified = self.pending.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight() == 0 || self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Asks the supervisor to replace this worker; the first reason wins.
@@ -249,7 +286,7 @@ impl Session {
         };
         let (tx, rx) = oneshot::channel();
         {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = self.pending.lock();
             // Checked under the lock so the reader's drain cannot miss this entry.
             if self.is_closed() {
                 return Err(gone());
@@ -357,10 +394,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(self.invocation_id);
+        self.pending.remove(self.invocation_id);
     }
 }
 
@@ -384,11 +418,7 @@ async fn read_loop(
         traffic.received.inc_by(message.encoded_len() as u64);
         match message.content {
             Some(Content::InvocationResponse(response)) => {
-                let entry = pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&response.invocation_id);
-                match entry {
+                match pending.remove(&response.invocation_id) {
                     Some(p) => {
                         let _ = p.reply.send(response);
                     }
@@ -400,7 +430,6 @@ async fn read_loop(
             Some(Content::RpcLog(log)) => {
                 let function = pending
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
                     .get(&log.invocation_id)
                     .map(|p| p.function.clone());
                 print_log(&worker, function.as_deref(), &log);
@@ -421,10 +450,14 @@ async fn read_loop(
     // Dropping the senders answers every waiting invocation with WorkerGone, and every
     // waiting ping with a miss.
     pings.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
-    closed.store(true, Ordering::Release);
-    let lost = pending.len();
-    pending.clear();
+    let lost = {
+        let mut map = pending.lock();
+        closed.store(true, Ordering::Release);
+        let lost = map.len();
+        map.clear();
+        lost
+    };
+    pending.drained.notify_waiters();
     if lost > 0 {
         warn!(worker = %worker, invocations = lost, "worker stream closed with invocations in flight");
     } else {
