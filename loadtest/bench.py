@@ -199,6 +199,18 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return total
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """VmHWM of one process: the server's main process (for Sluice the host, without its
+    workers; uvicorn 2w's is its supervisor only)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def stop(proc: subprocess.Popen) -> float:
     """SIGTERM, then SIGKILL after 15 s. Returns the server tree's CPU seconds that our own
     rusage will miss: its workers may exit as orphans (reaped by init, not by the server)."""
@@ -348,6 +360,7 @@ def main() -> int:
                     failures.append(f"{config} warm-up: {warm['error_detail']}")
                 for level in args.concurrency:
                     result = wrk(url, level, args.duration, server.wrk_env, args.wrk_cpu)
+                    result["peak_rss_mb"] = peak_rss_mb(proc.pid)
                     rows.append(Row(config, level, result))
                     print(
                         f"   {config:<20} c={level:<4} {result['rps']:>10,.0f} rps  p50 {fmt_ms(result['p50_us'])}"

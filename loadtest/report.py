@@ -94,15 +94,17 @@ def fmt_ms(us: float) -> str:
 def table(rows: list[Row]) -> str:
     base = {r.concurrency: r.result["rps"] for r in rows if r.config == BASELINE}
     lines = [
-        "| config | concurrency | RPS | p50 | p99 | vs uvicorn 1w | errors |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| config | concurrency | RPS | p50 | p99 | vs uvicorn 1w | peak RSS, main process | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         ratio = f"{r.result['rps'] / base[r.concurrency]:.2f}×" if base.get(r.concurrency) else "n/a"
         errors = r.result["error_detail"] or "0"
+        rss = r.result.get("peak_rss_mb")
+        rss_text = f"{rss:.1f} MB" if rss is not None else "n/a"
         lines.append(
             f"| {r.config} | {r.concurrency} | {r.result['rps']:,.0f} | {fmt_ms(r.result['p50_us'])} "
-            f"| {fmt_ms(r.result['p99_us'])} | {ratio} | {errors} |"
+            f"| {fmt_ms(r.result['p99_us'])} | {ratio} | {rss_text} | {errors} |"
         )
     return "\n".join(lines)
 
@@ -173,7 +175,9 @@ def write_report(args, rows, failures, notes, versions, started, wall_s, md: Pat
             f"- Method: per server start → readiness poll (deadline) → primer (5 checked GETs) → "
             f"{args.warmup:g} s wrk warm-up at c={max(args.concurrency)} → steady wrk runs of {args.duration:g} s "
             f"at c = {', '.join(map(str, args.concurrency))} (`wrk -t1 -cC -dD --latency -s wrk/report.lua`, "
-            "keep-alive, HTTP/1.1, 127.0.0.1). Any non-2xx or socket error fails the run."
+            "keep-alive, HTTP/1.1, 127.0.0.1). Any non-2xx or socket error fails the run. Peak RSS is "
+            "the server's main process's VmHWM after each steady run (Sluice: the host alone, its "
+            "Python workers excluded; cumulative over that server's endpoints)."
         ),
         f"- CPU: {pin}",
         (
