@@ -29,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bodies import status_kib
 from report import Row, fmt_ms, git_commit, table, tool_versions, write_report
 
 HERE = Path(__file__).resolve().parent
@@ -118,8 +119,9 @@ def servers(python_path: str, only: set[str] | None) -> list[Server]:
         ),
         Server("sluice 2w", [*sluice, "--workers", "2"], fixture, port_from_log=True, workers_ready=2),
         Server("sluice rt1.3 1w", [*sluice13, "--workers", "1"], fixture, port_from_log=True, workers_ready=1),
-        # The platform's setting for the sync functions' thread pool (default: Python's
-        # min(32, CPUs + 4)); fewer threads hand the GIL around less (results/2026-11-29-sync.md).
+        # The platform's setting for the sync functions' thread pool (Sluice, like the platform's
+        # host, passes 1000 when unset); fewer threads hand the GIL around less
+        # (results/2026-11-29-sync.md).
         Server(
             "sluice rt1.3 1w tp2",
             [*sluice13, "--workers", "1"],
@@ -203,12 +205,9 @@ def peak_rss_mb(pid: int) -> float | None:
     """VmHWM of one process: the server's main process (for Sluice the host, without its
     workers; uvicorn 2w's is its supervisor only)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+        return status_kib(pid, "VmHWM") / 1024
+    except (OSError, RuntimeError):
+        return None
 
 
 def stop(proc: subprocess.Popen) -> float:

@@ -119,8 +119,7 @@ def worker_pid(sluice_pid):
     return int(children.stdout.split()[0])
 
 
-def worker_paths(sluice_pid):
-    pid = worker_pid(sluice_pid)
+def worker_paths(pid):
     with open(f"/proc/{pid}/environ", "rb") as f:
         env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
     with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -167,8 +166,8 @@ def main():
                 if time.monotonic() > deadline or sluice.poll() is not None:
                     raise RuntimeError("sluice did not become ready")
                 time.sleep(0.1)
-        site, worker_dir = worker_paths(sluice.pid)
         worker = worker_pid(sluice.pid)
+        site, worker_dir = worker_paths(worker)
         through_sluice(args.function, args.warmup, 0)
         before = cpu_seconds(sluice.pid), cpu_seconds(worker)
         via = through_sluice(args.function, args.n, 0)
