@@ -36,6 +36,23 @@ pub async fn run(config: ServeConfig) -> Result<Report, ServeError> {
     );
     let _ = writeln!(line, "App        {}", config.app_dir.display());
     let _ = writeln!(line, "Model      {model}");
+    let settings = &config.app_settings;
+    if let Some(file) = &settings.file {
+        // Names only: values are secrets (connection strings, keys).
+        let names: Vec<&str> = settings.applied.iter().map(|(k, _)| k.as_str()).collect();
+        let _ = writeln!(line, "Settings   {}", file.display());
+        let _ = writeln!(line, "  applied    {}", list_or_none(&names));
+        if !settings.overridden.is_empty() {
+            let _ = writeln!(
+                line,
+                "  from env   {} (already set in the environment, which wins)",
+                settings.overridden.join(", ")
+            );
+        }
+    }
+    if let Some(cors) = &config.cors {
+        let _ = writeln!(line, "CORS       {cors}");
+    }
 
     let rpc = RpcServer::start().await?;
     let workers = Arc::new(Workers::new(
@@ -73,7 +90,8 @@ pub async fn run(config: ServeConfig) -> Result<Report, ServeError> {
         ));
     }
     let failures = running.session.load_failures();
-    if let Some(catalog) = workers.catalog.get() {
+    let catalog = workers.catalog.get();
+    if let Some(catalog) = catalog {
         let _ = writeln!(line, "Functions  {}", catalog.functions.len());
         for f in &catalog.functions {
             let methods = if f.methods.is_empty() {
@@ -93,6 +111,13 @@ pub async fn run(config: ServeConfig) -> Result<Report, ServeError> {
             );
         }
     }
+    for f in catalog.iter().flat_map(|c| &c.unrouted) {
+        let _ = writeln!(
+            line,
+            "  {:<24} {:<16} not served over HTTP",
+            f.name, f.trigger
+        );
+    }
     for (function, reason) in &failures {
         let first = reason.lines().next().unwrap_or_default();
         let _ = writeln!(
@@ -109,4 +134,12 @@ pub async fn run(config: ServeConfig) -> Result<Report, ServeError> {
     let valid = failures.is_empty();
     let _ = writeln!(line, "{}", if valid { "OK" } else { "INVALID" });
     Ok(Report { text, valid })
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "(none)".to_owned()
+    } else {
+        names.join(", ")
+    }
 }

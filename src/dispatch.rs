@@ -17,6 +17,7 @@ use crate::body::{self, Body, IdleTimeout, Stalled};
 use crate::budget::{BodyBudget, OverBudget, Reservation};
 use crate::config::{HostJson, ServeConfig};
 use crate::convert::{self, ConvertError};
+use crate::cors::CorsPolicy;
 use crate::functions::{Catalog, FunctionInfo};
 use crate::keys::KeyStore;
 use crate::metrics::{FunctionName, HttpMethod, Metrics};
@@ -46,6 +47,8 @@ pub struct Dispatcher {
     pub admission: Admission,
     /// host.json functionTimeout; `None` = unbounded.
     pub function_timeout: Option<Duration>,
+    /// CORS answered here, before routing; `None` leaves responses as the function made them.
+    pub cors: Option<CorsPolicy>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -185,6 +188,7 @@ impl Dispatcher {
             startup_timeout: config.startup_timeout,
             admission: Admission::new(host.max_concurrent_requests, host.outstanding_cap()),
             function_timeout: host.function_timeout,
+            cors: config.cors.clone(),
             metrics,
         }
     }
@@ -194,7 +198,10 @@ impl Dispatcher {
         let guard = self.metrics.request_started();
         let method = request.method().clone();
         let mut function = FunctionName::default();
-        let response = self.respond(request, &mut function).await;
+        let response = match &self.cors {
+            None => self.respond(request, &mut function).await,
+            Some(cors) => self.respond_with_cors(cors, request, &mut function).await,
+        };
         guard.finish();
         self.metrics.request_answered(
             function,
@@ -202,6 +209,27 @@ impl Dispatcher {
             response.status(),
             started.elapsed(),
         );
+        response
+    }
+
+    /// CORS as the host's middleware does it: a preflight is answered here and reaches no
+    /// function; an allowed origin's actual request gets the allow-origin headers on
+    /// whatever answers it (the function, or an error).
+    async fn respond_with_cors(
+        &self,
+        cors: &CorsPolicy,
+        request: Request<Incoming>,
+        function: &mut FunctionName,
+    ) -> Response<Body> {
+        if let Some(preflight) = cors.preflight(request.method(), request.headers()) {
+            debug!(path = request.uri().path(), status = %preflight.status(), "CORS preflight");
+            return preflight.map(|()| body::empty());
+        }
+        let allowed = cors.actual(request.headers());
+        let mut response = self.respond(request, function).await;
+        if let Some(allowed) = allowed {
+            cors.decorate(allowed, response.headers_mut());
+        }
         response
     }
 

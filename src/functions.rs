@@ -41,6 +41,15 @@ pub struct Catalog {
     /// The app's workers serve HTTP themselves (http-v2: they advertised `HttpUri`), so
     /// requests are forwarded to them rather than read and sent over gRPC.
     pub streams_http: bool,
+    /// Functions with another trigger (timer, queue…): indexed by the worker, not served.
+    pub unrouted: Vec<UnroutedFunction>,
+}
+
+/// A function Sluice does not serve, and its trigger type (for `sluice check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnroutedFunction {
+    pub name: String,
+    pub trigger: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +92,7 @@ impl Catalog {
     ) -> Result<Catalog, CatalogError> {
         let mut specs = Vec::new();
         let mut functions = Vec::new();
+        let mut unrouted = Vec::new();
         for meta in metadata {
             let bindings = meta
                 .raw_bindings
@@ -101,7 +111,15 @@ impl Catalog {
                 b.kind.eq_ignore_ascii_case("httpTrigger")
                     && !b.direction.eq_ignore_ascii_case("out")
             }) else {
-                info!(function = %meta.name, "not an HTTP function; not routed");
+                let trigger = bindings
+                    .iter()
+                    .find(|b| b.kind.to_ascii_lowercase().ends_with("trigger"))
+                    .map_or_else(|| "no trigger".to_owned(), |b| b.kind.clone());
+                info!(function = %meta.name, %trigger, "not an HTTP function; not routed");
+                unrouted.push(UnroutedFunction {
+                    name: meta.name.clone(),
+                    trigger,
+                });
                 continue;
             };
             let output = bindings
@@ -151,6 +169,7 @@ impl Catalog {
             router,
             functions,
             streams_http,
+            unrouted,
         })
     }
 }
@@ -222,6 +241,13 @@ mod tests {
             .expect("route = name");
         assert_eq!(hit.auth, AuthLevel::Function);
         assert_eq!(catalog.functions[0].output, HttpOutput::Named("res".into()));
+        assert_eq!(
+            catalog.unrouted,
+            vec![UnroutedFunction {
+                name: "tick".into(),
+                trigger: "timerTrigger".into()
+            }]
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`keys`]: the host secrets file and the key check for an auth level.
 //! - [`admission`]: the host.json throttles (429 beyond max outstanding, a bounded execution queue).
 //! - [`budget`]: the body budget (request bodies held in memory at once; 503 beyond it).
+//! - [`cors`]: the CORS policy (preflight answers, allow-origin headers); pure.
 //! - [`dispatch`]: route → auth → pool → rpc for one request; maps every failure to one status.
 //! - [`convert`]: every HTTP ⇄ `RpcHttp` conversion.
 //! - [`proxy`]: http-v2 apps: the raw request forwarded to the worker's own HTTP server,
@@ -36,6 +37,7 @@ pub mod budget;
 pub mod check;
 pub mod config;
 pub mod convert;
+pub mod cors;
 pub mod dispatch;
 pub mod functions;
 pub mod http;

@@ -143,6 +143,7 @@ pub async fn prepare(config: &ServeConfig) -> Result<Prepared, ServeError> {
             None => None,
         },
         python_version,
+        app_settings: config.app_settings.applied.clone(),
         extra_env: if config.placeholder {
             vec![(
                 crate::placeholder::PLACEHOLDER_MODE_VAR.to_owned(),

@@ -26,6 +26,9 @@ pub struct WorkerLaunch {
     pub python_version: String,
     /// `--worker-config`: launch this described worker instead of Sluice's own.
     pub description: Option<WorkerDescription>,
+    /// The app's settings (local.settings.json): environment variables the workers get as
+    /// if Sluice's own environment had them, so Sluice's worker variables still win.
+    pub app_settings: Vec<(String, String)>,
     /// Set last, over everything else: the placeholder flag, or an assignment's variables.
     pub extra_env: Vec<(String, String)>,
 }
@@ -87,6 +90,7 @@ impl WorkerLaunch {
             .args(["--functions-request-id", &request_id])
             .args(["--functions-grpc-max-message-length", &max_message])
             .current_dir(&self.app_dir)
+            .envs(self.app_settings.iter().cloned())
             .env_remove("PYTHONPATH")
             .envs(self.worker_env())
             .stdin(Stdio::null())
@@ -151,7 +155,10 @@ impl WorkerLaunch {
             ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
         ];
         // The platform host sets this when it is unset (host DefaultConcurrencyLimit).
-        if std::env::var_os("PYTHON_THREADPOOL_THREAD_COUNT").is_none() {
+        const POOL_SIZE: &str = "PYTHON_THREADPOOL_THREAD_COUNT";
+        if std::env::var_os(POOL_SIZE).is_none()
+            && !self.app_settings.iter().any(|(k, _)| k == POOL_SIZE)
+        {
             env.push((
                 "PYTHON_THREADPOOL_THREAD_COUNT".to_owned(),
                 "1000".to_owned(),
@@ -169,6 +176,7 @@ impl WorkerLaunch {
     /// placeholder-only and empty values left out, as the platform host does.
     pub fn reload_environment(&self) -> std::collections::HashMap<String, String> {
         let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+        env.extend(self.app_settings.iter().cloned());
         env.extend(self.worker_env());
         for gone in ["PYTHONPATH", crate::placeholder::PLACEHOLDER_MODE_VAR] {
             env.remove(gone);

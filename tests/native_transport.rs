@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use common::{Extras, Options, Sluice, TempDir, client, hello_app, random_bytes};
+use common::{Extras, Options, Sluice, TempDir, client, copy_dir, hello_app, random_bytes};
 
 #[tokio::test]
 async fn unloadable_extension_falls_back_to_grpcio_and_says_why() -> anyhow::Result<()> {
@@ -85,22 +85,4 @@ fn read_environ(pid: u32, key: &str) -> anyhow::Result<String> {
         .filter_map(|kv| std::str::from_utf8(kv).ok())
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
         .with_context(|| format!("{key} not in the environment of {pid}"))
-}
-
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)
-                .with_context(|| format!("copying {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
 }

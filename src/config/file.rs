@@ -28,6 +28,9 @@ pub struct FileConfig {
     pub body_budget_bytes: Option<u64>,
     pub io: Option<super::IoMode>,
     pub threads: Option<usize>,
+    /// CORS origins, comma-separated (`*` for any).
+    pub cors: Option<String>,
+    pub cors_credentials: Option<bool>,
 }
 
 impl FileConfig {

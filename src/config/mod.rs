@@ -10,8 +10,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub mod file;
+pub mod local_settings;
 
 use file::FileConfig;
+use local_settings::{LocalSettings, LocalSettingsError};
+
+use crate::cors::{CorsError, CorsPolicy};
 
 /// Built-in defaults (documented, with every other key, in config/sluice.toml).
 pub const DEFAULT_PORT: u16 = 7071;
@@ -56,6 +60,19 @@ pub struct CheckArgs {
     /// Never run pip for the app.
     #[arg(long)]
     pub no_install: bool,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+/// Where the app's local.settings.json comes from (`serve` and `check`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsArgs {
+    /// The app settings file [default: APP_DIR/local.settings.json, when present].
+    #[arg(long, value_name = "FILE", conflicts_with = "no_local_settings")]
+    pub settings: Option<PathBuf>,
+    /// Ignore APP_DIR/local.settings.json.
+    #[arg(long)]
+    pub no_local_settings: bool,
 }
 
 impl From<CheckArgs> for ServeArgs {
@@ -77,6 +94,9 @@ impl From<CheckArgs> for ServeArgs {
             body_budget: None,
             io: None,
             threads: None,
+            settings: args.settings,
+            cors: None,
+            cors_credentials: false,
         }
     }
 }
@@ -136,6 +156,15 @@ pub struct ServeArgs {
     /// [default: one per worker, at most the number of CPUs].
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Answer CORS for these origins (comma-separated; `*` for any) [default: Host.CORS
+    /// in local.settings.json; none].
+    #[arg(long, value_name = "ORIGINS")]
+    pub cors: Option<String>,
+    /// Allow credentials in CORS answers (Access-Control-Allow-Credentials: true).
+    #[arg(long)]
+    pub cors_credentials: bool,
 }
 
 /// How the HTTP front end does socket I/O (`--io`).
@@ -175,6 +204,11 @@ pub enum ConfigError {
         path: PathBuf,
         source: HostJsonError,
     },
+    #[error(transparent)]
+    LocalSettings(#[from] LocalSettingsError),
+    /// `from` names the setting: `--cors`, the config file, or local.settings.json.
+    #[error("{from}")]
+    Cors { from: String, source: CorsError },
 }
 
 /// Everything `serve` needs, validated.
@@ -206,6 +240,22 @@ pub struct ServeConfig {
     pub simulate_uring_failure: bool,
     /// `--placeholder`: `app_dir` is an empty placeholder directory until assignment.
     pub placeholder: bool,
+    /// The app's settings from local.settings.json.
+    pub app_settings: AppSettings,
+    /// CORS answered by Sluice; `None` = no CORS (responses unchanged).
+    pub cors: Option<CorsPolicy>,
+}
+
+/// The app settings local.settings.json contributes, resolved against the environment.
+#[derive(Debug, Clone, Default)]
+pub struct AppSettings {
+    /// The file they came from.
+    pub file: Option<PathBuf>,
+    /// Variables the workers get on top of Sluice's environment (`Values` and
+    /// `ConnectionStrings` not already set in the environment).
+    pub applied: Vec<(String, String)>,
+    /// Names the file sets that the environment already sets (the environment wins).
+    pub overridden: Vec<String>,
 }
 
 /// Sluice's default functionTimeout (the platform's Premium/Dedicated default).
@@ -339,7 +389,7 @@ impl ServeConfig {
         args: ServeArgs,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ServeConfig, ConfigError> {
-        let given = match args.app_dir {
+        let given = match args.app_dir.clone() {
             Some(dir) => dir,
             None => placeholder_dir()?,
         };
@@ -354,6 +404,34 @@ impl ServeConfig {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
+        let local = match (&args.settings, args.placeholder) {
+            (
+                SettingsArgs {
+                    no_local_settings: true,
+                    ..
+                },
+                _,
+            ) => None,
+            // An explicit file must exist.
+            (
+                SettingsArgs {
+                    settings: Some(path),
+                    ..
+                },
+                _,
+            ) => Some(LocalSettings::load(path)?.ok_or_else(|| ConfigError::Read {
+                path: path.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?),
+            // Placeholder workers start with no app, so with no app settings.
+            (_, true) => None,
+            (_, false) => LocalSettings::load(&app_dir.join(local_settings::FILE_NAME))?,
+        };
+        let app_settings = AppSettings::resolve(local.as_ref(), env);
+        // The file's values are environment variables for Sluice too (as for the host under
+        // `func start`), below the real environment.
+        let env = &|k: &str| env(k).or_else(|| app_settings.get(k).map(str::to_owned));
+        let cors = resolve_cors(&args, &file, local.as_ref())?;
         let workers = match args.workers {
             Some(n) => check_workers("--workers", n.to_string())?,
             None => match env("FUNCTIONS_WORKER_PROCESS_COUNT") {
@@ -430,7 +508,10 @@ impl ServeConfig {
             simulate_uring_failure,
             listen: SocketAddr::new(
                 args.bind.or(file.bind).unwrap_or(DEFAULT_BIND),
-                args.port.or(file.port).unwrap_or(DEFAULT_PORT),
+                args.port
+                    .or(file.port)
+                    .or(local.as_ref().and_then(|l| l.port))
+                    .unwrap_or(DEFAULT_PORT),
             ),
             admin: SocketAddr::new(
                 args.admin_bind
@@ -459,8 +540,79 @@ impl ServeConfig {
             },
             app_dir,
             placeholder: args.placeholder,
+            app_settings,
+            cors,
         })
     }
+}
+
+impl AppSettings {
+    /// What the file adds to the environment `env` already has: a variable set there wins.
+    fn resolve(local: Option<&LocalSettings>, env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let Some(local) = local else {
+            return AppSettings::default();
+        };
+        let mut settings = AppSettings {
+            file: Some(local.path.clone()),
+            ..AppSettings::default()
+        };
+        for (name, value) in local.values.iter().chain(&local.connection_strings) {
+            if env(name).is_some() {
+                settings.overridden.push(name.clone());
+            } else {
+                settings.applied.push((name.clone(), value.clone()));
+            }
+        }
+        settings
+    }
+
+    /// A variable the file applies.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.applied
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// CORS origins from the first source that names them: `--cors`, the config file,
+/// local.settings.json's `Host.CORS`; credentials when that source or
+/// `--cors-credentials` asks for them.
+fn resolve_cors(
+    args: &ServeArgs,
+    file: &FileConfig,
+    local: Option<&LocalSettings>,
+) -> Result<Option<CorsPolicy>, ConfigError> {
+    let local_from = local.map(|l| format!("Host.CORS in {}", l.path.display()));
+    let origins = [
+        (args.cors.clone(), Some("--cors".to_owned()), None),
+        (
+            file.cors.clone(),
+            Some("cors (config file)".to_owned()),
+            file.cors_credentials,
+        ),
+        (
+            local.and_then(|l| l.cors.clone()),
+            local_from,
+            local.and_then(|l| l.cors_credentials),
+        ),
+    ]
+    .into_iter()
+    .find_map(|(list, from, credentials)| Some((list?, from?, credentials)));
+    let Some((list, from, credentials)) = origins else {
+        if args.cors_credentials {
+            return Err(ConfigError::BadSetting {
+                name: "--cors-credentials",
+                value: "true".into(),
+                reason: "needs the allowed origins (--cors ORIGINS)".into(),
+            });
+        }
+        return Ok(None);
+    };
+    let credentials = args.cors_credentials || credentials == Some(true);
+    CorsPolicy::parse(&list, credentials)
+        .map(Some)
+        .map_err(|source| ConfigError::Cors { from, source })
 }
 
 fn parse_bytes(name: &'static str, value: String) -> Result<u64, ConfigError> {

@@ -18,6 +18,9 @@ fn args(dir: &Path) -> ServeArgs {
         body_budget: None,
         io: None,
         threads: None,
+        settings: SettingsArgs::default(),
+        cors: None,
+        cors_credentials: false,
     }
 }
 
@@ -205,4 +208,41 @@ fn io_backend_and_threads_come_from_file_and_flags() {
 fn missing_app_dir_is_an_error() {
     let err = ServeConfig::resolve(args(Path::new("/nonexistent/sluice")), &|_| None);
     assert!(matches!(err, Err(ConfigError::NoAppDir { .. })));
+}
+
+#[test]
+fn local_settings_sit_under_the_environment_and_flags() {
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("local.settings.json"),
+        r#"{"Values": {"FUNCTIONS_WORKER_PROCESS_COUNT": "3", "A": "file", "B": "file"},
+            "Host": {"LocalHttpPort": 7199, "CORS": "http://localhost:3000"}}"#,
+    )
+    .expect("write settings");
+    let env = |k: &str| (k == "B").then(|| "env".to_owned());
+    let cfg = ServeConfig::resolve(args(&dir), &env).expect("valid");
+    assert_eq!(
+        cfg.workers.get(),
+        3,
+        "Values are environment for Sluice too"
+    );
+    assert_eq!(cfg.listen.port(), 7199);
+    assert!(cfg.cors.is_some());
+    assert_eq!(cfg.app_settings.get("A"), Some("file"));
+    assert_eq!(cfg.app_settings.get("B"), None, "the environment wins");
+    assert_eq!(cfg.app_settings.overridden, vec!["B".to_owned()]);
+
+    let mut flags = args(&dir);
+    flags.port = Some(7200);
+    flags.workers = Some(1);
+    let cfg = ServeConfig::resolve(flags, &env).expect("valid");
+    assert_eq!((cfg.listen.port(), cfg.workers.get()), (7200, 1));
+
+    let mut skip = args(&dir);
+    skip.settings.no_local_settings = true;
+    let cfg = ServeConfig::resolve(skip, &env).expect("valid");
+    assert_eq!(cfg.listen.port(), DEFAULT_PORT);
+    assert!(cfg.cors.is_none() && cfg.app_settings.file.is_none());
+    std::fs::remove_dir_all(dir).expect("cleanup");
 }

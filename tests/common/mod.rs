@@ -44,6 +44,9 @@ pub struct Options {
     pub secrets_file: Option<PathBuf>,
     /// `serve --placeholder` (no app dir; `app_dir` is ignored).
     pub placeholder: bool,
+    /// Pass `--port 0`; off when the test wants the port Sluice picks itself (e.g. from
+    /// the app's local.settings.json).
+    pub port_flag: bool,
 }
 
 impl Options {
@@ -53,6 +56,7 @@ impl Options {
             workers: 1,
             secrets_file: None,
             placeholder: false,
+            port_flag: true,
         }
     }
 
@@ -66,6 +70,12 @@ impl Options {
 
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
+        self
+    }
+
+    /// No `--port` flag: Sluice chooses the port from its own configuration.
+    pub fn without_port_flag(mut self) -> Self {
+        self.port_flag = false;
         self
     }
 
@@ -267,6 +277,25 @@ pub fn random_hex(n: usize) -> String {
     random_bytes(n).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Copies the directory tree `from` into `to` (created if missing).
+pub fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// A directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 
@@ -395,8 +424,11 @@ impl Sluice {
         } else {
             command.arg(&options.app_dir);
         }
+        if options.port_flag {
+            command.args(["--port", "0"]);
+        }
         command
-            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .args(["--bind", "127.0.0.1"])
             // Every test's Sluice gets its own admin port (the default, 9091, is shared).
             .args(["--admin-port", "0"])
             .args(["--workers", &options.workers.to_string()]);
