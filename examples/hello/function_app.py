@@ -20,6 +20,12 @@ def hello(req: func.HttpRequest) -> str:
     return f"Hello, {name}!"
 
 
+@app.route(route="greeting", methods=["GET"])
+def greeting(req: func.HttpRequest) -> str:
+    # GREETING comes from local.settings.json (an environment variable set beforehand wins).
+    return os.environ.get("GREETING", "no GREETING setting")
+
+
 @app.route(route="respond")
 def respond(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(
