@@ -148,14 +148,6 @@ impl LocalSettings {
         }
         Ok(settings)
     }
-
-    /// Every key the file sets, for reporting (names only, never values).
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.values
-            .iter()
-            .chain(&self.connection_strings)
-            .map(|(k, _)| k.as_str())
-    }
 }
 
 /// A section that must be an object when present (absent or null = empty).
@@ -241,7 +233,7 @@ mod tests {
             Some("http://localhost:3000,https://app.example.com")
         );
         assert_eq!(s.cors_credentials, Some(true));
-        assert_eq!(s.names().count(), 7);
+        assert_eq!(s.values.len() + s.connection_strings.len(), 7);
     }
 
     #[test]
