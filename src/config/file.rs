@@ -28,6 +28,7 @@ pub struct FileConfig {
     pub body_budget_bytes: Option<u64>,
     pub io: Option<super::IoMode>,
     pub threads: Option<usize>,
+    pub watch: Option<bool>,
 }
 
 impl FileConfig {
@@ -80,6 +81,7 @@ mod tests {
             Some(super::super::DEFAULT_BODY_BUDGET)
         );
         assert_eq!(documented.io, Some(super::super::IoMode::default()));
+        assert_eq!(documented.watch, Some(false));
     }
 
     #[test]

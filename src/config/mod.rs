@@ -77,6 +77,7 @@ impl From<CheckArgs> for ServeArgs {
             body_budget: None,
             io: None,
             threads: None,
+            watch: false,
         }
     }
 }
@@ -136,6 +137,10 @@ pub struct ServeArgs {
     /// [default: one per worker, at most the number of CPUs].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Local development: reload the app when its files change (Python files, function.json,
+    /// host.json, requirements.txt, local.settings.json); new workers take over once ready.
+    #[arg(long, conflicts_with = "placeholder")]
+    pub watch: bool,
 }
 
 /// How the HTTP front end does socket I/O (`--io`).
@@ -206,6 +211,8 @@ pub struct ServeConfig {
     pub simulate_uring_failure: bool,
     /// `--placeholder`: `app_dir` is an empty placeholder directory until assignment.
     pub placeholder: bool,
+    /// `--watch`: reload the app when its files change (local development).
+    pub watch: bool,
 }
 
 /// Sluice's default functionTimeout (the platform's Premium/Dedicated default).
@@ -413,6 +420,15 @@ impl ServeConfig {
             })?,
             None => default_threads(workers),
         };
+        let watch = args.watch || file.watch == Some(true);
+        // Clap refuses `--watch --placeholder`; this catches `watch = true` in the file.
+        if watch && args.placeholder {
+            return Err(ConfigError::BadSetting {
+                name: "watch",
+                value: "true".into(),
+                reason: "a placeholder has no app to watch; not with --placeholder".into(),
+            });
+        }
         let simulate_uring_failure = match env("SLUICE_URING_PROBE").as_deref() {
             None | Some("") => false,
             Some("fail") => true,
@@ -459,6 +475,7 @@ impl ServeConfig {
             },
             app_dir,
             placeholder: args.placeholder,
+            watch,
         })
     }
 }
