@@ -18,7 +18,7 @@ use crate::budget::{BodyBudget, OverBudget, Reservation};
 use crate::config::ServeConfig;
 use crate::convert::{self, ConvertError};
 use crate::functions::FunctionInfo;
-use crate::generation::{Current, Generation};
+use crate::generation::{Current, Generation, Held};
 use crate::keys::KeyStore;
 use crate::metrics::{FunctionName, HttpMethod, Metrics};
 use crate::pool::{Lease, PoolError};
@@ -284,7 +284,7 @@ impl Dispatcher {
         if catalog.streams_http {
             let lease = generation.pool.pick()?;
             if let Some(target) = lease.session().http().cloned() {
-                let held = (lease, ticket, generation.clone());
+                let held = (lease, ticket, &generation);
                 return self
                     .forward(function, params, parts, body, held, target)
                     .await;
@@ -318,7 +318,7 @@ impl Dispatcher {
         params: Vec<(String, String)>,
         parts: http::request::Parts,
         body: Incoming,
-        (lease, ticket, generation): (Lease, Ticket, Arc<Generation>),
+        (lease, ticket, generation): (Lease, Ticket, &Held<'_>),
         target: WorkerHttp,
     ) -> Result<Response<Body>, InvokeError> {
         let invocation_id = uuid::Uuid::new_v4().to_string();
@@ -330,7 +330,7 @@ impl Dispatcher {
             )
         };
         let invoked = self.run(
-            &generation,
+            generation,
             function,
             &lease,
             invocation_id.clone(),
@@ -344,7 +344,7 @@ impl Dispatcher {
         // worker in service, until its body ends.
         Ok(Response::from_parts(
             parts,
-            body::streamed(incoming, (lease, ticket, generation)),
+            body::streamed(incoming, (lease, ticket, generation.keep())),
         ))
     }
 

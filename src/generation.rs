@@ -1,8 +1,8 @@
 //! App generations: one set of worker slots on one version of the app's files, and
 //! what requests read from it — its pool, its functions, its host.json behaviour. The
 //! dispatcher reads the current generation once per request through [`Current`]; a
-//! `--watch` reload builds a new generation and swaps it in whole, so a request sees one
-//! version from routing to response. A replaced generation is retired only once the
+//! `--watch` reload builds a new generation and swaps it in whole ([`Swap`]), so a
+//! request sees one version from routing to response. A replaced generation is retired only once the
 //! requests that picked it have finished ([`Slots::retire`]).
 
 use std::sync::{Arc, OnceLock};
@@ -69,29 +69,80 @@ impl Released {
     }
 }
 
-/// The generation new requests go to; cloned handles share it.
+/// The generation new requests go to; cloned handles share it. Without `--watch` it is
+/// fixed and reading it costs nothing; with `--watch` it can be replaced through a
+/// [`Swap`], and each request holds the generation it loaded.
 #[derive(Clone)]
-pub struct Current(Arc<ArcSwap<Generation>>);
+pub struct Current(Source);
+
+#[derive(Clone)]
+enum Source {
+    Fixed(Arc<Generation>),
+    Swappable(Arc<ArcSwap<Generation>>),
+}
+
+/// Replaces the current generation (`--watch` reloads only).
+pub struct Swap(Arc<ArcSwap<Generation>>);
+
+/// One request's generation: borrowed when it can never be replaced, else held.
+pub enum Held<'a> {
+    Fixed(&'a Generation),
+    Loaded(Arc<Generation>),
+}
 
 impl Current {
-    pub fn new(generation: Generation) -> Current {
-        Current(Arc::new(ArcSwap::from_pointee(generation)))
+    /// A generation that is never replaced.
+    pub fn fixed(generation: Generation) -> Current {
+        Current(Source::Fixed(Arc::new(generation)))
     }
 
-    /// The generation for one request. Holding it keeps that generation's workers
-    /// serving: they are retired only once every holder has let go.
-    pub fn load(&self) -> Arc<Generation> {
-        self.0.load_full()
+    /// A generation that `Swap::replace` can replace.
+    pub fn swappable(generation: Generation) -> (Current, Swap) {
+        let shared = Arc::new(ArcSwap::from_pointee(generation));
+        (Current(Source::Swappable(shared.clone())), Swap(shared))
     }
 
-    /// Makes `next` current; returns the generation it replaced.
-    pub fn replace(&self, next: Generation) -> Arc<Generation> {
-        self.0.swap(Arc::new(next))
+    /// The generation for one request. Holding it keeps a replaced generation's
+    /// workers serving: they are retired only once every holder has let go.
+    pub fn load(&self) -> Held<'_> {
+        match &self.0 {
+            Source::Fixed(generation) => Held::Fixed(generation),
+            Source::Swappable(shared) => Held::Loaded(shared.load_full()),
+        }
     }
 
     /// Ready workers in the current generation (for `/readyz`).
     pub fn ready_count(&self) -> usize {
-        self.0.load().pool.ready_count()
+        self.load().pool.ready_count()
+    }
+}
+
+impl Swap {
+    /// Makes `next` current; returns the generation it replaced.
+    pub fn replace(&self, next: Generation) -> Arc<Generation> {
+        self.0.swap(Arc::new(next))
+    }
+}
+
+impl Held<'_> {
+    /// A hold on the generation for a response body that outlives the request's handler
+    /// (`None` when the generation is fixed: nothing to hold).
+    pub fn keep(&self) -> Option<Arc<Generation>> {
+        match self {
+            Held::Fixed(_) => None,
+            Held::Loaded(generation) => Some(generation.clone()),
+        }
+    }
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Generation;
+
+    fn deref(&self) -> &Generation {
+        match self {
+            Held::Fixed(generation) => generation,
+            Held::Loaded(generation) => generation,
+        }
     }
 }
 

@@ -270,7 +270,7 @@ impl Placeholder {
             Generation::new(&host, self.pool.clone(), workers.catalog.clone());
         let dispatcher = Dispatcher::new(
             &self.config,
-            Current::new(generation),
+            Current::fixed(generation),
             self.keys.clone(),
             self.metrics.clone(),
         );

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info};
 
 use crate::config::{ConfigError, HostJson, ServeConfig};
-use crate::generation::{Current, Generation, Slots, all_done};
+use crate::generation::{Generation, Slots, Swap, all_done};
 use crate::lifecycle::{Running, StartError, Workers};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -38,7 +38,7 @@ pub enum ReloadError {
 pub(crate) struct Reloader {
     /// The configuration Sluice started with; a reload reads the app's parts again.
     pub config: ServeConfig,
-    pub current: Current,
+    pub swap: Swap,
     pub rpc: RpcServer,
     pub metrics: Arc<Metrics>,
     pub watcher: Watcher,
@@ -105,7 +105,7 @@ impl Reloader {
                 Generation::new(&config.host, workers.pool.clone(), workers.catalog.clone());
             // From here on new requests go to the new workers; those that loaded the
             // previous generation finish on its workers.
-            drop(self.current.replace(generation));
+            drop(self.swap.replace(generation));
             let fresh = Slots::spawn(workers, first, config.workers.get(), released);
             let previous = std::mem::replace(&mut serving, fresh);
             given_up = false;

@@ -225,7 +225,13 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     ));
     let (generation, released) =
         Generation::new(&config.host, pool.clone(), workers.catalog.clone());
-    let current = Current::new(generation);
+    let (current, swap) = match config.watch {
+        true => {
+            let (current, swap) = Current::swappable(generation);
+            (current, Some(swap))
+        }
+        false => (Current::fixed(generation), None),
+    };
     let placeholder = config.placeholder.then(|| {
         crate::placeholder::Placeholder::new(
             config.clone(),
@@ -363,11 +369,11 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     };
     // The workers keep running through the drain; dropping this future stops them.
     let keep_serving = async {
-        match watcher {
-            Some(watcher) => {
+        match watcher.zip(swap) {
+            Some((watcher, swap)) => {
                 let reloader = crate::reload::Reloader {
                     config: config.clone(),
-                    current,
+                    swap,
                     rpc,
                     metrics,
                     watcher,

@@ -267,10 +267,7 @@ async fn edit_under_watch_serves_new_code_with_no_failed_request() -> anyhow::Re
         .map_err(anyhow::Error::msg)?;
     ensure!(status == StatusCode::OK && body == OLD, "{status} {body:?}");
     let added = fetch(&http, &sluice.url("/api/added")).await;
-    ensure!(
-        matches!(added, Ok((StatusCode::NOT_FOUND, _))),
-        "{added:?}"
-    );
+    ensure!(matches!(added, Ok((StatusCode::NOT_FOUND, _))), "{added:?}");
     let old_pids = ready_pids(&sluice);
     ensure!(old_pids.len() == 2, "worker pids: {old_pids:?}");
 
@@ -338,9 +335,7 @@ async fn broken_edit_keeps_old_code_serving() -> anyhow::Result<()> {
     sluice
         .wait_for_output("reload failed", RELOAD_DEADLINE)
         .await?;
-    sluice
-        .wait_for_output("marker-wb-3", LOG_DEADLINE)
-        .await?;
+    sluice.wait_for_output("marker-wb-3", LOG_DEADLINE).await?;
     // The old workers still answer with the old code.
     load.wait_for_more(10).await?;
     ensure!(
@@ -357,5 +352,48 @@ async fn broken_edit_keeps_old_code_serving() -> anyhow::Result<()> {
     // Logged once: the failed reload was not retried until the next change.
     let failures = sluice.output_lines_containing("reload failed");
     ensure!(failures.len() == 1, "reload failures logged: {failures:?}");
+    stop(sluice).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixing_an_app_that_failed_at_start_brings_it_up() -> anyhow::Result<()> {
+    const FIXED: &str = "answer after the fix";
+    let broken = format!(
+        "{}\nraise RuntimeError(\"start boom marker-ws-5\")\n",
+        app_code("never served", false)
+    );
+    let app = write_app(&broken)?;
+    let mut sluice =
+        Sluice::spawn_with(Options::new(app.path()), &Extras::default().arg("--watch"))?;
+    sluice
+        .wait_until_listening(common::STARTUP_DEADLINE)
+        .await?;
+    sluice
+        .wait_for_output("worker failed to start", common::STARTUP_DEADLINE)
+        .await?;
+    let http = client();
+    let before = fetch(&http, &sluice.url("/api/answer")).await;
+    ensure!(
+        matches!(before, Ok((StatusCode::SERVICE_UNAVAILABLE, _))),
+        "{before:?}"
+    );
+
+    edit(app.path(), &app_code(FIXED, false))?;
+    let until = Instant::now() + RELOAD_DEADLINE;
+    loop {
+        match fetch(&http, &sluice.url("/api/answer")).await {
+            Ok((StatusCode::OK, body)) if body == FIXED => break,
+            // The failed generation answers 503 until the fixed one takes over.
+            Ok((StatusCode::SERVICE_UNAVAILABLE, _)) => {}
+            other => bail!("{other:?}\n{}", sluice.output_tail()),
+        }
+        ensure!(
+            Instant::now() < until,
+            "the fixed app is not served after {RELOAD_DEADLINE:?}\n{}",
+            sluice.output_tail()
+        );
+        sleep(POLL).await;
+    }
+    ensure!(sluice.try_exit_status()?.is_none(), "sluice exited");
     stop(sluice).await
 }

@@ -26,7 +26,11 @@ fn args(dir: &Path) -> ServeArgs {
 fn watch_comes_from_the_flag_or_the_file_and_not_with_a_placeholder() {
     let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("mkdir");
-    assert!(!ServeConfig::resolve(args(&dir), &|_| None).expect("valid").watch);
+    assert!(
+        !ServeConfig::resolve(args(&dir), &|_| None)
+            .expect("valid")
+            .watch
+    );
     let mut flag = args(&dir);
     flag.watch = true;
     assert!(ServeConfig::resolve(flag, &|_| None).expect("valid").watch);
@@ -34,7 +38,11 @@ fn watch_comes_from_the_flag_or_the_file_and_not_with_a_placeholder() {
     std::fs::write(&file, "watch = true\n").expect("write");
     let mut from_file = args(&dir);
     from_file.config = Some(file.clone());
-    assert!(ServeConfig::resolve(from_file, &|_| None).expect("valid").watch);
+    assert!(
+        ServeConfig::resolve(from_file, &|_| None)
+            .expect("valid")
+            .watch
+    );
     let mut placeholder = args(&dir);
     placeholder.app_dir = None;
     placeholder.placeholder = true;
