@@ -368,7 +368,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         released,
     };
     // The workers keep running through the drain; dropping this future stops them.
-    let keep_serving = async {
+    let mut keep_serving = Box::pin(async {
         match watcher.zip(swap) {
             Some((watcher, swap)) => {
                 let reloader = crate::reload::Reloader {
@@ -382,8 +382,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
             }
             None => all_done(&mut serving.tasks).await,
         }
-    };
-    tokio::pin!(keep_serving);
+    });
     tokio::select! {
         _ = shutdown_signal() => {}
         _ = &mut keep_serving => return Err(ServeError::AllSlotsFailed),
