@@ -193,3 +193,43 @@ impl Slots {
 pub async fn all_done(set: &mut JoinSet<()>) {
     while set.join_next().await.is_some() {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generation() -> (Generation, Released) {
+        Generation::new(
+            &HostJson::default(),
+            Arc::new(Pool::default()),
+            Arc::new(OnceLock::new()),
+        )
+    }
+
+    #[test]
+    fn a_replaced_generation_is_released_once_its_last_request_lets_go() {
+        let (first, mut released) = generation();
+        let (current, swap) = Current::swappable(first);
+        let request = current.load();
+        let streaming = request.keep().expect("a replaceable generation is held");
+        let (second, _) = generation();
+        drop(swap.replace(second));
+        assert!(released.0.try_recv().is_err(), "requests still hold it");
+        drop(request);
+        assert!(
+            released.0.try_recv().is_err(),
+            "a response body still holds it"
+        );
+        drop(streaming);
+        assert!(released.0.try_recv().is_ok());
+    }
+
+    #[test]
+    fn a_fixed_generation_is_borrowed_not_held() {
+        let (only, _released) = generation();
+        let current = Current::fixed(only);
+        assert!(matches!(current.load(), Held::Fixed(_)));
+        assert!(current.load().keep().is_none());
+        assert_eq!(current.ready_count(), 0);
+    }
+}

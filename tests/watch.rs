@@ -356,6 +356,42 @@ async fn broken_edit_keeps_old_code_serving() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_during_a_reload_ends_on_the_newest_code() -> anyhow::Result<()> {
+    const V1: &str = "answer v1";
+    const V2: &str = "answer v2 (superseded quickly)";
+    const V3: &str = "answer v3, the newest of all";
+    let app = write_app(&app_code(V1, false))?;
+    let sluice = start(app.path(), 1).await?;
+    let load = Load::start(sluice.url("/api/answer"), 2);
+    load.wait_for_more(5).await?;
+    edit(app.path(), &app_code(V2, false))?;
+    // The second edit lands while the first reload starts its worker.
+    sluice.wait_for_output("reloading", RELOAD_DEADLINE).await?;
+    edit(app.path(), &app_code(V3, false))?;
+    let first_v3 = load.wait_for_body(V3, &sluice).await?;
+    load.wait_for_more(10).await?;
+    let outcomes = load.finish().await;
+    let unexpected: Vec<_> = outcomes
+        .iter()
+        .filter(|o| !matches!(o.body(), Some(V1 | V2 | V3)))
+        .map(|o| &o.reply)
+        .collect();
+    ensure!(
+        unexpected.is_empty(),
+        "{} of {} requests failed: {:?}",
+        unexpected.len(),
+        outcomes.len(),
+        unexpected.iter().take(3).collect::<Vec<_>>()
+    );
+    let stale = outcomes
+        .iter()
+        .filter(|o| o.start > first_v3 && o.body() != Some(V3))
+        .count();
+    ensure!(stale == 0, "{stale} requests got older code after {V3:?}");
+    stop(sluice).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixing_an_app_that_failed_at_start_brings_it_up() -> anyhow::Result<()> {
     const FIXED: &str = "answer after the fix";
     let broken = format!(
