@@ -1,6 +1,6 @@
 //! `serve --watch`: turns batches of file changes into app generations. For each batch
-//! it reads the app again the way a start does (host.json, `serve::prepare`: the app's
-//! requirements and the worker launch), starts the new generation's first worker alone,
+//! it reads the app again the way a start does (`ServeConfig::reread_app_files`: host.json;
+//! `serve::prepare`: the app's requirements and the worker launch), starts the new generation's first worker alone,
 //! and once it is ready (functions loaded and routed) makes that generation current and
 //! retires the previous one in the background; the new generation's other slots start
 //! meanwhile. A change that breaks the app is logged once and the previous generation
@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio::task::JoinSet;
 use tracing::{error, info};
 
-use crate::config::{ConfigError, HostJson, ServeConfig};
+use crate::config::{ConfigError, ServeConfig};
 use crate::generation::{Generation, Slots, Swap, all_done};
 use crate::lifecycle::{Running, StartError, Workers};
 use crate::metrics::Metrics;
@@ -27,7 +27,7 @@ use crate::watch::Watcher;
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error(transparent)]
-    HostJson(#[from] ConfigError),
+    AppFiles(#[from] ConfigError),
     #[error(transparent)]
     Prepare(#[from] Box<ServeError>),
     #[error(transparent)]
@@ -122,7 +122,7 @@ impl Reloader {
     /// Reads the app again as a start does and starts one worker on it.
     async fn start_candidate(&self) -> Result<Candidate, ReloadError> {
         let mut config = self.config.clone();
-        config.host = HostJson::load(&config.app_dir)?;
+        config.reread_app_files()?;
         let Prepared { launch, .. } = prepare(&config).await.map_err(Box::new)?;
         let workers = Arc::new(Workers::new(
             &config,

@@ -392,6 +392,39 @@ async fn an_edit_during_a_reload_ends_on_the_newest_code() -> anyhow::Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_json_edit_applies_the_new_route_prefix() -> anyhow::Result<()> {
+    let app = write_app(&app_code("prefixed", false))?;
+    let sluice = start(app.path(), 1).await?;
+    let http = client();
+    let before = fetch(&http, &sluice.url("/api/answer")).await;
+    ensure!(matches!(&before, Ok((StatusCode::OK, _))), "{before:?}");
+    std::fs::write(
+        app.path().join("host.json"),
+        r#"{"version": "2.0", "extensions": {"http": {"routePrefix": "v2"}}}"#,
+    )?;
+    let until = Instant::now() + RELOAD_DEADLINE;
+    loop {
+        match fetch(&http, &sluice.url("/v2/answer")).await {
+            Ok((StatusCode::OK, body)) if body == "prefixed" => break,
+            Ok((StatusCode::NOT_FOUND, _)) => {}
+            other => bail!("{other:?}\n{}", sluice.output_tail()),
+        }
+        ensure!(
+            Instant::now() < until,
+            "/v2/answer not served after {RELOAD_DEADLINE:?}\n{}",
+            sluice.output_tail()
+        );
+        sleep(POLL).await;
+    }
+    let after = fetch(&http, &sluice.url("/api/answer")).await;
+    ensure!(
+        matches!(&after, Ok((StatusCode::NOT_FOUND, _))),
+        "{after:?}"
+    );
+    stop(sluice).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixing_an_app_that_failed_at_start_brings_it_up() -> anyhow::Result<()> {
     const FIXED: &str = "answer after the fix";
     let broken = format!(

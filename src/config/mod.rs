@@ -331,6 +331,15 @@ fn parse_timeout(value: &serde_json::Value) -> Result<Option<Duration>, HostJson
     ))
 }
 
+impl ServeConfig {
+    /// Reads again the settings that come from the app's own files (today host.json), for
+    /// a `--watch` reload. The worker launch is rebuilt separately (`serve::prepare`).
+    pub fn reread_app_files(&mut self) -> Result<(), ConfigError> {
+        self.host = HostJson::load(&self.app_dir)?;
+        Ok(())
+    }
+}
+
 impl HostJson {
     /// The outstanding-request cap in force: host.json's, else Sluice's default.
     pub fn outstanding_cap(&self) -> usize {
