@@ -1,9 +1,9 @@
-//! One HTTP request through the layers below: route → auth → body → worker → response.
-//! Every failure becomes an [`InvokeError`], and [`InvokeError::status`] is the one
+//! One HTTP request through the layers below: route → auth → body → worker → response,
+//! all against the one app generation the request loaded first. Every failure becomes an [`InvokeError`], and [`InvokeError::status`] is the one
 //! place that decides its HTTP status (matched exhaustively, so a new failure cannot
 //! ship without one).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -12,16 +12,17 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, error, warn};
 
-use crate::admission::{Admission, Throttled, Ticket};
+use crate::admission::{Throttled, Ticket};
 use crate::body::{self, Body, IdleTimeout, Stalled};
 use crate::budget::{BodyBudget, OverBudget, Reservation};
-use crate::config::{HostJson, ServeConfig};
+use crate::config::ServeConfig;
 use crate::convert::{self, ConvertError};
 use crate::cors::CorsPolicy;
-use crate::functions::{Catalog, FunctionInfo};
+use crate::functions::FunctionInfo;
+use crate::generation::{Current, Generation, Held};
 use crate::keys::KeyStore;
 use crate::metrics::{FunctionName, HttpMethod, Metrics};
-use crate::pool::{Lease, Pool, PoolError};
+use crate::pool::{Lease, PoolError};
 use crate::proto::InvocationResponse;
 use crate::proto::status_result::Status as RpcStatus;
 use crate::proto::typed_data::Data;
@@ -35,20 +36,14 @@ const HOME_PAGE: &str = "<!DOCTYPE html><html><head><title>Sluice</title></head>
 
 /// What the dispatcher needs, shared by every connection.
 pub struct Dispatcher {
-    pub pool: Arc<Pool>,
-    /// Set once, from the first ready worker's index.
-    pub catalog: Arc<OnceLock<Catalog>>,
+    /// The app generation (workers, functions, host.json settings) requests go to.
+    pub current: Current,
     pub keys: KeyStore,
     pub body_limit: u64,
     /// Request bodies held in memory at once, across requests.
     pub body_budget: BodyBudget,
     /// How long a request waits for the first worker to become ready.
     pub startup_timeout: Duration,
-    pub admission: Admission,
-    /// host.json functionTimeout; `None` = unbounded.
-    pub function_timeout: Option<Duration>,
-    /// CORS answered here, before routing; `None` leaves responses as the function made them.
-    pub cors: Option<CorsPolicy>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -169,26 +164,20 @@ impl InvokeError {
 }
 
 impl Dispatcher {
-    /// The dispatcher for one app: body limits from Sluice's configuration, throttles and
-    /// functionTimeout from the app's host.json.
+    /// The dispatcher for one app: body limits from Sluice's configuration; workers,
+    /// functions, throttles and functionTimeout from the current generation.
     pub fn new(
         config: &ServeConfig,
-        host: &HostJson,
-        pool: Arc<Pool>,
-        catalog: Arc<OnceLock<Catalog>>,
+        current: Current,
         keys: KeyStore,
         metrics: Arc<Metrics>,
     ) -> Dispatcher {
         Dispatcher {
-            pool,
-            catalog,
+            current,
             keys,
             body_limit: config.body_limit,
             body_budget: BodyBudget::new(config.body_budget),
             startup_timeout: config.startup_timeout,
-            admission: Admission::new(host.max_concurrent_requests, host.outstanding_cap()),
-            function_timeout: host.function_timeout,
-            cors: config.cors.clone(),
             metrics,
         }
     }
@@ -198,9 +187,15 @@ impl Dispatcher {
         let guard = self.metrics.request_started();
         let method = request.method().clone();
         let mut function = FunctionName::default();
-        let response = match &self.cors {
-            None => self.respond(request, &mut function).await,
-            Some(cors) => self.respond_with_cors(cors, request, &mut function).await,
+        // Held until the response is complete: a reload retires this generation's
+        // workers only after every request that loaded it is done.
+        let generation = self.current.load();
+        let response = match &generation.cors {
+            None => self.respond(request, &generation, &mut function).await,
+            Some(cors) => {
+                self.respond_with_cors(cors, request, &generation, &mut function)
+                    .await
+            }
         };
         guard.finish();
         self.metrics.request_answered(
@@ -219,6 +214,7 @@ impl Dispatcher {
         &self,
         cors: &CorsPolicy,
         request: Request<Incoming>,
+        generation: &Held<'_>,
         function: &mut FunctionName,
     ) -> Response<Body> {
         if let Some(preflight) = cors.preflight(request.method(), request.headers()) {
@@ -226,7 +222,7 @@ impl Dispatcher {
             return preflight.map(|()| body::empty());
         }
         let allowed = cors.actual(request.headers());
-        let mut response = self.respond(request, function).await;
+        let mut response = self.respond(request, generation, function).await;
         if let Some(allowed) = allowed {
             cors.decorate(allowed, response.headers_mut());
         }
@@ -237,6 +233,7 @@ impl Dispatcher {
     async fn respond(
         &self,
         request: Request<Incoming>,
+        generation: &Held<'_>,
         function: &mut FunctionName,
     ) -> Response<Body> {
         if request.uri().path() == "/" && matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -250,7 +247,7 @@ impl Dispatcher {
         // Kept for the error log only: cloning a Uri shares its bytes, no copy per request.
         let method = request.method().clone();
         let uri = request.uri().clone();
-        match self.invoke(request, function).await {
+        match self.invoke(request, generation, function).await {
             Ok(response) => response,
             Err(e) => {
                 match &e {
@@ -282,13 +279,14 @@ impl Dispatcher {
     async fn invoke(
         &self,
         request: Request<Incoming>,
+        generation: &Held<'_>,
         routed: &mut FunctionName,
     ) -> Result<Response<Body>, InvokeError> {
-        let catalog = match self.catalog.get() {
+        let catalog = match generation.catalog.get() {
             Some(c) => c,
             None => {
-                self.pool.wait_started(self.startup_timeout).await?;
-                self.catalog.get().ok_or(PoolError::StartupFailed)?
+                generation.pool.wait_started(self.startup_timeout).await?;
+                generation.catalog.get().ok_or(PoolError::StartupFailed)?
             }
         };
         let hit = catalog
@@ -306,7 +304,7 @@ impl Dispatcher {
         let params = hit.params;
         let waiting = Instant::now();
         let queued = self.metrics.queued();
-        let ticket = self.admission.admit().await?;
+        let ticket = generation.admission.admit().await?;
         drop(queued);
         self.metrics.queue_waited(waiting.elapsed());
 
@@ -315,9 +313,9 @@ impl Dispatcher {
             return Err(self.too_large());
         }
         if catalog.streams_http {
-            let lease = self.pool.pick()?;
+            let lease = generation.pool.pick()?;
             if let Some(target) = lease.session().http().cloned() {
-                let held = (lease, ticket);
+                let held = (lease, ticket, generation);
                 return self
                     .forward(function, params, parts, body, held, target)
                     .await;
@@ -326,10 +324,16 @@ impl Dispatcher {
         // The worker is picked once the body is in: a slow upload holds no worker and does
         // not count as in flight on one.
         let (body, reservation) = self.read_body(&parts, body).await?;
-        let lease = self.pool.pick()?;
+        let lease = generation.pool.pick()?;
         let rpc_http = convert::to_rpc_http(&parts, body, params);
         let response = self
-            .run(function, &lease, uuid::Uuid::new_v4().to_string(), rpc_http)
+            .run(
+                generation,
+                function,
+                &lease,
+                uuid::Uuid::new_v4().to_string(),
+                rpc_http,
+            )
             .await?;
         // The request body (and its encoded copy) are gone once the worker answered.
         drop((lease, reservation));
@@ -345,7 +349,7 @@ impl Dispatcher {
         params: Vec<(String, String)>,
         parts: http::request::Parts,
         body: Incoming,
-        (lease, ticket): (Lease, Ticket),
+        (lease, ticket, generation): (Lease, Ticket, &Held<'_>),
         target: WorkerHttp,
     ) -> Result<Response<Body>, InvokeError> {
         let invocation_id = uuid::Uuid::new_v4().to_string();
@@ -357,6 +361,7 @@ impl Dispatcher {
             )
         };
         let invoked = self.run(
+            generation,
             function,
             &lease,
             invocation_id.clone(),
@@ -366,10 +371,11 @@ impl Dispatcher {
         // never completes the HTTP side, and a failed forward leaves the function waiting.
         let (response, _) = tokio::try_join!(forwarded, invoked)?;
         let (parts, incoming) = response.into_parts();
-        // The request stays outstanding (host.json throttles) until its body ends.
+        // The request stays outstanding (host.json throttles), and its generation's
+        // worker in service, until its body ends.
         Ok(Response::from_parts(
             parts,
-            body::streamed(incoming, (lease, ticket)),
+            body::streamed(incoming, (lease, ticket, generation.keep())),
         ))
     }
 
@@ -377,6 +383,7 @@ impl Dispatcher {
     /// other than Success is an error.
     async fn run(
         &self,
+        generation: &Generation,
         function: &FunctionInfo,
         lease: &Lease,
         invocation_id: String,
@@ -392,7 +399,7 @@ impl Dispatcher {
             .session()
             .invoke_as(invocation_id, &function.name, input);
         let invoked = Instant::now();
-        let outcome = match self.function_timeout {
+        let outcome = match generation.function_timeout {
             None => Ok(invocation.await),
             Some(timeout) => tokio::time::timeout(timeout, invocation).await,
         };
@@ -407,7 +414,7 @@ impl Dispatcher {
                 return Err(InvokeError::FunctionTimeout {
                     function: function.name.to_string(),
                     // `outcome` is only an Err when a timeout was set.
-                    timeout: self.function_timeout.unwrap_or_default(),
+                    timeout: generation.function_timeout.unwrap_or_default(),
                 });
             }
         };

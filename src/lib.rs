@@ -4,6 +4,10 @@
 //! - [`config`]: command line + environment + host.json → one validated [`config::ServeConfig`].
 //! - [`check`]: `sluice check`: starts one worker and reports what serve would run.
 //! - [`serve`]: wires everything together and keeps the worker slots running.
+//! - [`generation`]: one set of worker slots on one version of the app, and what requests
+//!   read from it; the dispatcher reads the current one per request.
+//! - [`watch`]: `serve --watch`: which file changes count, debounced into batches.
+//! - [`reload`]: `serve --watch`: a batch of changes → a new generation, the old one retired.
 //! - [`functions`]: the indexed HTTP functions and their routing table.
 //! - [`app`]: host-side indexing of v1 apps (`function.json` folders).
 //! - [`python`]: finding a Python ≥ 3.13, building the worker's private environment,
@@ -40,6 +44,7 @@ pub mod convert;
 pub mod cors;
 pub mod dispatch;
 pub mod functions;
+pub mod generation;
 pub mod http;
 pub mod keys;
 pub mod lifecycle;
@@ -49,8 +54,10 @@ pub mod pool;
 pub mod proto;
 pub mod proxy;
 pub mod python;
+pub mod reload;
 pub mod router;
 pub mod rpc;
 pub mod serve;
 pub mod supervisor;
+pub mod watch;
 pub mod worker_config;

@@ -1,11 +1,13 @@
 //! Worker slots: start one worker (launch → connect → handshake → ready in the pool),
 //! watch it (exit, health pings, recycle requests), replace it — at once when Sluice
 //! recycles it on purpose, with backoff after a crash — and give a crash-looping slot
-//! up. Wiring-level: it knows the supervisor, the rpc sessions, the pool and the catalog.
+//! up; retire every slot of a generation that a `--watch` reload replaced ([`Workers::stop`]).
+//! Wiring-level: it knows the supervisor, the rpc sessions, the pool and the catalog.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::functions::{Catalog, CatalogError};
@@ -80,11 +82,16 @@ pub struct Workers {
     pub function_timeout: Option<Duration>,
     /// Worker counts, restarts, runtime info and EventStream bytes are recorded here.
     pub metrics: Arc<Metrics>,
+    /// `true` once a newer generation replaced these workers: every slot retires its
+    /// worker and stops (see [`Workers::stop`]).
+    pub(crate) stopping: watch::Sender<bool>,
 }
 
 enum Ended {
     Exited(String),
     Recycle(Recycle),
+    /// The generation was replaced ([`Workers::stop`]).
+    Stopped,
 }
 
 impl Workers {
@@ -177,8 +184,17 @@ impl Workers {
         })
     }
 
-    /// Keeps one slot running until it crash-loops; returns when the slot is given up.
+    /// Retires every slot of these workers (a newer generation serves instead): each
+    /// worker leaves the pool, gets time to finish its invocations (bounded as a recycle
+    /// after a function timeout is) and is stopped; no slot restarts. Idempotent.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Keeps one slot running until it crash-loops or [`Workers::stop`] is called;
+    /// returns when the slot is given up or stopped.
     pub async fn supervise(self: Arc<Self>, slot: usize, mut running: Option<Running>) {
+        let mut stopping = self.stopping.subscribe();
         let mut failures: Vec<Instant> = Vec::new();
         let mut backoff = RESTART_BACKOFF.0;
         loop {
@@ -186,20 +202,35 @@ impl Workers {
                 let Running {
                     process, session, ..
                 } = &mut current;
-                let ended = watch(process, session).await;
+                let ended = tokio::select! {
+                    ended = watch(process, session) => ended,
+                    _ = stopped(&mut stopping) => Ended::Stopped,
+                };
                 self.pool.remove(&process.id);
                 self.metrics.worker_removed();
                 match ended {
+                    Ended::Stopped => {
+                        self.retire(process, session, self.drain_cap()).await;
+                        info!(slot, worker = %process.id, "worker retired: a newer generation serves");
+                        return;
+                    }
                     Ended::Recycle(reason) => {
                         self.metrics.worker_restart(RestartReason::Recycled);
-                        self.retire(process, session, reason).await;
+                        let wait = match reason {
+                            // A worker that ignores pings will not finish anything either.
+                            Recycle::Unresponsive => Duration::ZERO,
+                            Recycle::FunctionTimeout => self.drain_cap(),
+                        };
+                        self.retire(process, session, wait).await;
+                        info!(worker = %process.id, %reason, "worker recycled");
                         // A deliberate replacement: start the new worker at once.
-                        match self.start().await {
-                            Ok(started) => {
+                        match self.start_unless_stopped(&mut stopping).await {
+                            Some(Ok(started)) => {
                                 running = Some(started);
                                 continue;
                             }
-                            Err(e) => error!(slot, error = %e, "worker failed to start"),
+                            Some(Err(e)) => error!(slot, error = %e, "worker failed to start"),
+                            None => return,
                         }
                     }
                     Ended::Exited(status) => {
@@ -219,32 +250,53 @@ impl Workers {
                 error!(slot, failures = failures.len(), window = ?CRASH_LOOP.1, "worker keeps failing; slot stopped");
                 return;
             }
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stopped(&mut stopping) => return,
+            }
             backoff = (backoff * 2).min(RESTART_BACKOFF.1);
-            match self.start().await {
-                Ok(started) => running = Some(started),
-                Err(e) => error!(slot, error = %e, "worker failed to start"),
+            match self.start_unless_stopped(&mut stopping).await {
+                Some(Ok(started)) => running = Some(started),
+                Some(Err(e)) => error!(slot, error = %e, "worker failed to start"),
+                None => return,
             }
         }
     }
 
+    /// [`Workers::start`], abandoned (the half-started process killed) once the
+    /// generation is stopped: `None` then.
+    async fn start_unless_stopped(
+        &self,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Option<Result<Running, StartError>> {
+        tokio::select! {
+            started = self.start() => Some(started),
+            _ = stopped(stopping) => None,
+        }
+    }
+
+    /// How long a worker replaced on purpose may take to finish its invocations:
+    /// host.json's functionTimeout, at most [`RECYCLE_WAIT_CAP`].
+    pub(crate) fn drain_cap(&self) -> Duration {
+        self.function_timeout
+            .unwrap_or(RECYCLE_WAIT_CAP)
+            .min(RECYCLE_WAIT_CAP)
+    }
+
     /// Replaces a worker on purpose: it already takes no new invocations; its other
-    /// invocations get time to finish (bounded), then the process is killed.
-    async fn retire(&self, process: &mut WorkerProcess, session: &Session, reason: Recycle) {
-        let wait = match reason {
-            // A worker that ignores pings will not finish anything either.
-            Recycle::Unresponsive => Duration::ZERO,
-            Recycle::FunctionTimeout => self
-                .function_timeout
-                .unwrap_or(RECYCLE_WAIT_CAP)
-                .min(RECYCLE_WAIT_CAP),
-        };
+    /// invocations get up to `wait` to finish, then the process is killed.
+    async fn retire(&self, process: &mut WorkerProcess, session: &Session, wait: Duration) {
         // Whatever is still running after `wait` is lost with the process.
         let _ = tokio::time::timeout(wait, session.drained()).await;
         let _ = process.child.start_kill();
         let _ = process.exited().await;
-        info!(worker = %process.id, %reason, "worker recycled");
     }
+}
+
+/// Resolves once the generation is stopped (never, while its [`Workers`] live unstopped).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // The sender lives in `Workers`, which the caller holds: no error while it waits.
+    let _ = stopping.wait_for(|stop| *stop).await;
 }
 
 fn exited(worker: &str, status: std::io::Result<std::process::ExitStatus>) -> StartError {

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{HostJson, ServeConfig};
 use crate::dispatch::Dispatcher;
+use crate::generation::{Current, Generation};
 use crate::keys::KeyStore;
 use crate::lifecycle::{Running, StartError, Workers};
 use crate::metrics::Metrics;
@@ -218,6 +219,7 @@ impl Placeholder {
             startup_timeout: self.config.startup_timeout,
             function_timeout: host.function_timeout,
             metrics: self.metrics.clone(),
+            stopping: tokio::sync::watch::Sender::new(false),
         });
 
         let mut idle = std::mem::take(&mut *self.idle.lock().await);
@@ -263,11 +265,16 @@ impl Placeholder {
             .get()
             .map(|c| c.functions.iter().map(|f| f.name.to_string()).collect())
             .unwrap_or_default();
-        let dispatcher = Dispatcher::new(
-            &self.config,
+        // One app per process: this generation is never replaced.
+        let (generation, _released) = Generation::new(
             &host,
+            self.config.cors.clone(),
             self.pool.clone(),
             workers.catalog.clone(),
+        );
+        let dispatcher = Dispatcher::new(
+            &self.config,
+            Current::fixed(generation),
             self.keys.clone(),
             self.metrics.clone(),
         );

@@ -1,6 +1,7 @@
 //! `sluice serve`: wires the components together in explicit phases — environments,
 //! keys, the FunctionRpc server, the HTTP listener, then the workers — and keeps each
-//! worker slot running (restart with backoff) until a shutdown signal.
+//! worker slot running (restart with backoff) until a shutdown signal; with `--watch`,
+//! hands the running generation to the reloader (`reload`).
 
 use std::sync::{Arc, OnceLock};
 
@@ -12,6 +13,7 @@ use crate::admin::Admin;
 use crate::config::ServeConfig;
 use crate::dispatch::Dispatcher;
 use crate::functions::CatalogError;
+use crate::generation::{Current, Generation, Slots, all_done};
 use crate::http::HttpLimits;
 use crate::keys::{KeyError, KeyStore};
 use crate::lifecycle::{StartError, Workers};
@@ -20,6 +22,7 @@ use crate::pool::Pool;
 use crate::python::{self, Asset, PythonError};
 use crate::rpc::{RpcError, RpcServer};
 use crate::supervisor::WorkerLaunch;
+use crate::watch::WatchError;
 use crate::worker_config::{WorkerConfigError, WorkerDescription};
 
 /// The worker package, embedded so the binary alone is enough to run an app.
@@ -87,6 +90,8 @@ pub enum ServeError {
     WorkerConfig(#[from] WorkerConfigError),
     #[error(transparent)]
     Rpc(#[from] RpcError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -109,7 +114,8 @@ pub struct Prepared {
 }
 
 /// Finds Python, builds (or reuses) the worker's environment, installs the app's
-/// requirements when needed.
+/// requirements when needed. Everything a worker launch is built from is read here, so a
+/// `--watch` reload, which calls it again, sees every change.
 pub async fn prepare(config: &ServeConfig) -> Result<Prepared, ServeError> {
     let env = |k: &str| std::env::var(k).ok();
     let python = python::find_python(config.python.as_deref(), &env).await?;
@@ -174,6 +180,7 @@ impl Workers {
             startup_timeout: config.startup_timeout,
             function_timeout: config.host.function_timeout,
             metrics,
+            stopping: watch::Sender::new(false),
         }
     }
 }
@@ -188,6 +195,11 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     };
 
     let rpc = RpcServer::start().await?;
+    // Before listening: a watch that cannot start is a start-up error.
+    let watcher = match config.watch {
+        true => Some(crate::watch::Watcher::start(&config.app_dir)?),
+        false => None,
+    };
     let bind_error = |addr| move |source| ServeError::Bind { addr, source };
     let listener = crate::http::bind(config.listen)
         .await
@@ -208,10 +220,23 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     let workers = Arc::new(Workers::new(
         &config,
         launch,
-        rpc,
+        rpc.clone(),
         pool.clone(),
         metrics.clone(),
     ));
+    let (generation, released) = Generation::new(
+        &config.host,
+        config.cors.clone(),
+        pool.clone(),
+        workers.catalog.clone(),
+    );
+    let (current, swap) = match config.watch {
+        true => {
+            let (current, swap) = Current::swappable(generation);
+            (current, Some(swap))
+        }
+        false => (Current::fixed(generation), None),
+    };
     let placeholder = config.placeholder.then(|| {
         crate::placeholder::Placeholder::new(
             config.clone(),
@@ -224,9 +249,9 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     let admin = Admin {
         metrics: metrics.clone(),
         ready: {
-            let pool = pool.clone();
+            let current = current.clone();
             let draining = drain_rx.clone();
-            Box::new(move || !*draining.borrow() && pool.ready_count() > 0)
+            Box::new(move || !*draining.borrow() && current.ready_count() > 0)
         },
         assign: placeholder.clone().map(|p| -> crate::admin::AssignFn {
             Box::new(move |body| {
@@ -269,11 +294,9 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     }
     let dispatcher = Arc::new(Dispatcher::new(
         &config,
-        &config.host,
-        pool.clone(),
-        workers.catalog.clone(),
+        current.clone(),
         keys,
-        metrics,
+        metrics.clone(),
     ));
     let http = AbortOnDrop(tokio::spawn(crate::http::serve(
         listener,
@@ -317,7 +340,12 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
             }
             Err(StartError::Catalog(e)) => {
                 pool.fail_startup();
-                return Err(ServeError::Catalog(e));
+                if !config.watch {
+                    return Err(ServeError::Catalog(e));
+                }
+                // Watching: an edit may fix the routes.
+                error!(slot, error = %e, "the app's functions cannot be routed");
+                None
             }
             Err(e) => {
                 error!(slot, error = %e, "worker failed to start");
@@ -339,12 +367,33 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         }
     }
 
+    let mut serving = Slots {
+        workers,
+        tasks: slots,
+        released,
+    };
+    // The workers keep running through the drain; dropping this future stops them.
+    let mut keep_serving = Box::pin(async {
+        match watcher.zip(swap) {
+            Some((watcher, swap)) => {
+                let reloader = crate::reload::Reloader {
+                    config: config.clone(),
+                    swap,
+                    rpc,
+                    metrics,
+                    watcher,
+                };
+                reloader.run(serving).await;
+            }
+            None => all_done(&mut serving.tasks).await,
+        }
+    });
     tokio::select! {
         _ = shutdown_signal() => {}
-        _ = all_done(&mut slots) => return Err(ServeError::AllSlotsFailed),
+        _ = &mut keep_serving => return Err(ServeError::AllSlotsFailed),
     }
     let drained = drain_and_exit(&config, drain, http).await;
-    slots.abort_all();
+    drop(keep_serving);
     drained
 }
 
@@ -362,11 +411,6 @@ async fn drain_and_exit(
         _ = shutdown_signal() => return Err(ServeError::Interrupted),
     }
     Ok(())
-}
-
-/// Resolves once every task in the set has finished.
-async fn all_done(set: &mut JoinSet<()>) {
-    while set.join_next().await.is_some() {}
 }
 
 /// Aborts a background task when the owner goes away.

@@ -31,6 +31,7 @@ pub struct FileConfig {
     /// CORS origins, comma-separated (`*` for any).
     pub cors: Option<String>,
     pub cors_credentials: Option<bool>,
+    pub watch: Option<bool>,
 }
 
 impl FileConfig {
@@ -83,6 +84,7 @@ mod tests {
             Some(super::super::DEFAULT_BODY_BUDGET)
         );
         assert_eq!(documented.io, Some(super::super::IoMode::default()));
+        assert_eq!(documented.watch, Some(false));
     }
 
     #[test]

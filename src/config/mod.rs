@@ -97,6 +97,7 @@ impl From<CheckArgs> for ServeArgs {
             settings: args.settings,
             cors: None,
             cors_credentials: false,
+            watch: false,
         }
     }
 }
@@ -165,6 +166,10 @@ pub struct ServeArgs {
     /// Allow credentials in CORS answers (Access-Control-Allow-Credentials: true).
     #[arg(long)]
     pub cors_credentials: bool,
+    /// Local development: reload the app when its files change (Python files, function.json,
+    /// host.json, requirements.txt, local.settings.json); new workers take over once ready.
+    #[arg(long, conflicts_with = "placeholder")]
+    pub watch: bool,
 }
 
 /// How the HTTP front end does socket I/O (`--io`).
@@ -244,6 +249,28 @@ pub struct ServeConfig {
     pub app_settings: AppSettings,
     /// CORS answered by Sluice; `None` = no CORS (responses unchanged).
     pub cors: Option<CorsPolicy>,
+    /// Where the app settings and CORS came from, so a reload reads them again alike.
+    pub sources: SettingsSources,
+    /// `--watch`: reload the app when its files change (local development).
+    pub watch: bool,
+}
+
+/// What a `--watch` reload needs to read the app's settings again as a start does.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsSources {
+    /// The local.settings.json to read (it may not exist); `None` = not read.
+    pub local_settings: Option<PathBuf>,
+    /// CORS given by flags or the config file, which win over the file's `Host.CORS`.
+    pub cors: CorsSources,
+}
+
+/// The CORS settings outside local.settings.json.
+#[derive(Debug, Clone, Default)]
+pub struct CorsSources {
+    pub flag: Option<String>,
+    pub flag_credentials: bool,
+    pub file: Option<String>,
+    pub file_credentials: Option<bool>,
 }
 
 /// The app settings local.settings.json contributes, resolved against the environment.
@@ -374,6 +401,20 @@ fn parse_timeout(value: &serde_json::Value) -> Result<Option<Duration>, HostJson
     ))
 }
 
+impl ServeConfig {
+    /// Reads again the settings that come from the app's own files (host.json,
+    /// local.settings.json's values and CORS), for a `--watch` reload. The worker launch is
+    /// rebuilt separately (`serve::prepare`). Settings Sluice itself took from the file at
+    /// start (worker count, body limits) stay as they were.
+    pub fn reread_app_files(&mut self) -> Result<(), ConfigError> {
+        self.host = HostJson::load(&self.app_dir)?;
+        let local = self.sources.read_local(false)?;
+        self.app_settings = AppSettings::resolve(local.as_ref(), &|k| std::env::var(k).ok());
+        self.cors = self.sources.cors.resolve(local.as_ref())?;
+        Ok(())
+    }
+}
+
 impl HostJson {
     /// The outstanding-request cap in force: host.json's, else Sluice's default.
     pub fn outstanding_cap(&self) -> usize {
@@ -404,34 +445,40 @@ impl ServeConfig {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        let local = match (&args.settings, args.placeholder) {
-            (
-                SettingsArgs {
-                    no_local_settings: true,
-                    ..
-                },
-                _,
-            ) => None,
-            // An explicit file must exist.
-            (
-                SettingsArgs {
-                    settings: Some(path),
-                    ..
-                },
-                _,
-            ) => Some(LocalSettings::load(path)?.ok_or_else(|| ConfigError::Read {
-                path: path.clone(),
-                source: std::io::ErrorKind::NotFound.into(),
-            })?),
-            // Placeholder workers start with no app, so with no app settings.
-            (_, true) => None,
-            (_, false) => LocalSettings::load(&app_dir.join(local_settings::FILE_NAME))?,
+        let sources = SettingsSources {
+            local_settings: match (&args.settings, args.placeholder) {
+                (
+                    SettingsArgs {
+                        no_local_settings: true,
+                        ..
+                    },
+                    _,
+                ) => None,
+                (
+                    SettingsArgs {
+                        settings: Some(path),
+                        ..
+                    },
+                    _,
+                ) => Some(path.clone()),
+                // Placeholder workers start with no app, so with no app settings.
+                (_, true) => None,
+                (_, false) => Some(app_dir.join(local_settings::FILE_NAME)),
+            },
+            cors: CorsSources {
+                flag: args.cors.clone(),
+                flag_credentials: args.cors_credentials,
+                file: file.cors.clone(),
+                file_credentials: file.cors_credentials,
+            },
         };
+        // A file named by --settings must exist.
+        let local = sources.read_local(args.settings.settings.is_some())?;
         let app_settings = AppSettings::resolve(local.as_ref(), env);
         // The file's values are environment variables for Sluice too (as for the host under
         // `func start`), below the real environment.
         let env = &|k: &str| env(k).or_else(|| app_settings.get(k).map(str::to_owned));
-        let cors = resolve_cors(&args, &file, local.as_ref())?;
+        let cors = sources.cors.resolve(local.as_ref())?;
         let workers = match args.workers {
             Some(n) => check_workers("--workers", n.to_string())?,
             None => match env("FUNCTIONS_WORKER_PROCESS_COUNT") {
@@ -491,6 +538,15 @@ impl ServeConfig {
             })?,
             None => default_threads(workers),
         };
+        let watch = args.watch || file.watch == Some(true);
+        // Clap refuses `--watch --placeholder`; this catches `watch = true` in the file.
+        if watch && args.placeholder {
+            return Err(ConfigError::BadSetting {
+                name: "watch",
+                value: "true".into(),
+                reason: "a placeholder has no app to watch; not with --placeholder".into(),
+            });
+        }
         let simulate_uring_failure = match env("SLUICE_URING_PROBE").as_deref() {
             None | Some("") => false,
             Some("fail") => true,
@@ -542,6 +598,8 @@ impl ServeConfig {
             placeholder: args.placeholder,
             app_settings,
             cors,
+            sources,
+            watch,
         })
     }
 }
@@ -575,44 +633,59 @@ impl AppSettings {
     }
 }
 
-/// CORS origins from the first source that names them: `--cors`, the config file,
-/// local.settings.json's `Host.CORS`; credentials when that source or
-/// `--cors-credentials` asks for them.
-fn resolve_cors(
-    args: &ServeArgs,
-    file: &FileConfig,
-    local: Option<&LocalSettings>,
-) -> Result<Option<CorsPolicy>, ConfigError> {
-    let local_from = local.map(|l| format!("Host.CORS in {}", l.path.display()));
-    let origins = [
-        (args.cors.clone(), Some("--cors".to_owned()), None),
-        (
-            file.cors.clone(),
-            Some("cors (config file)".to_owned()),
-            file.cors_credentials,
-        ),
-        (
-            local.and_then(|l| l.cors.clone()),
-            local_from,
-            local.and_then(|l| l.cors_credentials),
-        ),
-    ]
-    .into_iter()
-    .find_map(|(list, from, credentials)| Some((list?, from?, credentials)));
-    let Some((list, from, credentials)) = origins else {
-        if args.cors_credentials {
-            return Err(ConfigError::BadSetting {
-                name: "--cors-credentials",
-                value: "true".into(),
-                reason: "needs the allowed origins (--cors ORIGINS)".into(),
-            });
+impl SettingsSources {
+    /// The local.settings.json in force, if any; a missing file is no settings unless
+    /// `must_exist`.
+    fn read_local(&self, must_exist: bool) -> Result<Option<LocalSettings>, ConfigError> {
+        let Some(path) = &self.local_settings else {
+            return Ok(None);
+        };
+        match LocalSettings::load(path)? {
+            None if must_exist => Err(ConfigError::Read {
+                path: path.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
+            }),
+            local => Ok(local),
         }
-        return Ok(None);
-    };
-    let credentials = args.cors_credentials || credentials == Some(true);
-    CorsPolicy::parse(&list, credentials)
-        .map(Some)
-        .map_err(|source| ConfigError::Cors { from, source })
+    }
+}
+
+impl CorsSources {
+    /// CORS origins from the first source that names them: `--cors`, the config file,
+    /// local.settings.json's `Host.CORS`; credentials when that source or
+    /// `--cors-credentials` asks for them.
+    fn resolve(&self, local: Option<&LocalSettings>) -> Result<Option<CorsPolicy>, ConfigError> {
+        let local_from = local.map(|l| format!("Host.CORS in {}", l.path.display()));
+        let origins = [
+            (self.flag.clone(), Some("--cors".to_owned()), None),
+            (
+                self.file.clone(),
+                Some("cors (config file)".to_owned()),
+                self.file_credentials,
+            ),
+            (
+                local.and_then(|l| l.cors.clone()),
+                local_from,
+                local.and_then(|l| l.cors_credentials),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(list, from, credentials)| Some((list?, from?, credentials)));
+        let Some((list, from, credentials)) = origins else {
+            if self.flag_credentials {
+                return Err(ConfigError::BadSetting {
+                    name: "--cors-credentials",
+                    value: "true".into(),
+                    reason: "needs the allowed origins (--cors ORIGINS)".into(),
+                });
+            }
+            return Ok(None);
+        };
+        let credentials = self.flag_credentials || credentials == Some(true);
+        CorsPolicy::parse(&list, credentials)
+            .map(Some)
+            .map_err(|source| ConfigError::Cors { from, source })
+    }
 }
 
 fn parse_bytes(name: &'static str, value: String) -> Result<u64, ConfigError> {

@@ -21,7 +21,45 @@ fn args(dir: &Path) -> ServeArgs {
         settings: SettingsArgs::default(),
         cors: None,
         cors_credentials: false,
+        watch: false,
     }
+}
+
+#[test]
+fn watch_comes_from_the_flag_or_the_file_and_not_with_a_placeholder() {
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    assert!(
+        !ServeConfig::resolve(args(&dir), &|_| None)
+            .expect("valid")
+            .watch
+    );
+    let mut flag = args(&dir);
+    flag.watch = true;
+    assert!(ServeConfig::resolve(flag, &|_| None).expect("valid").watch);
+    let file = dir.join("sluice.toml");
+    std::fs::write(&file, "watch = true\n").expect("write");
+    let mut from_file = args(&dir);
+    from_file.config = Some(file.clone());
+    assert!(
+        ServeConfig::resolve(from_file, &|_| None)
+            .expect("valid")
+            .watch
+    );
+    let mut placeholder = args(&dir);
+    placeholder.app_dir = None;
+    placeholder.placeholder = true;
+    placeholder.config = Some(file);
+    let refused = ServeConfig::resolve(placeholder, &|_| None);
+    assert!(
+        matches!(refused, Err(ConfigError::BadSetting { name: "watch", .. })),
+        "{refused:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // The placeholder directory resolve made for this process (empty).
+    let _ = std::fs::remove_dir(
+        std::env::temp_dir().join(format!("sluice-placeholder-{}", std::process::id())),
+    );
 }
 
 #[test]
