@@ -27,6 +27,7 @@ use crate::proto::typed_data::Data;
 use crate::proto::{ParameterBinding, TypedData, parameter_binding::RpcData};
 use crate::proxy::{self, ProxyError, WorkerHttp};
 use crate::rpc::session::{InvokeFailure, Recycle};
+use crate::trace::TraceContext;
 
 /// Shown for `GET /`, like the platform host's home page (health probes rely on a 200).
 const HOME_PAGE: &str = "<!DOCTYPE html><html><head><title>Sluice</title></head>\
@@ -194,7 +195,9 @@ impl Dispatcher {
         let guard = self.metrics.request_started();
         let method = request.method().clone();
         let mut function = FunctionName::default();
-        let response = self.respond(request, &mut function).await;
+        // Sluice's span for this request: a child of the caller's, if it sent one.
+        let trace = TraceContext::for_request(request.headers());
+        let response = self.respond(request, &trace, &mut function).await;
         guard.finish();
         self.metrics.request_answered(
             function,
@@ -209,6 +212,7 @@ impl Dispatcher {
     async fn respond(
         &self,
         request: Request<Incoming>,
+        trace: &TraceContext,
         function: &mut FunctionName,
     ) -> Response<Body> {
         if request.uri().path() == "/" && matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -222,7 +226,7 @@ impl Dispatcher {
         // Kept for the error log only: cloning a Uri shares its bytes, no copy per request.
         let method = request.method().clone();
         let uri = request.uri().clone();
-        match self.invoke(request, function).await {
+        match self.invoke(request, trace, function).await {
             Ok(response) => response,
             Err(e) => {
                 match &e {
@@ -254,6 +258,7 @@ impl Dispatcher {
     async fn invoke(
         &self,
         request: Request<Incoming>,
+        trace: &TraceContext,
         routed: &mut FunctionName,
     ) -> Result<Response<Body>, InvokeError> {
         let catalog = match self.catalog.get() {
@@ -291,7 +296,7 @@ impl Dispatcher {
             if let Some(target) = lease.session().http().cloned() {
                 let held = (lease, ticket);
                 return self
-                    .forward(function, params, parts, body, held, target)
+                    .forward(function, params, parts, body, held, target, trace)
                     .await;
             }
         }
@@ -301,7 +306,13 @@ impl Dispatcher {
         let lease = self.pool.pick()?;
         let rpc_http = convert::to_rpc_http(&parts, body, params);
         let response = self
-            .run(function, &lease, uuid::Uuid::new_v4().to_string(), rpc_http)
+            .run(
+                function,
+                &lease,
+                uuid::Uuid::new_v4().to_string(),
+                rpc_http,
+                trace,
+            )
             .await?;
         // The request body (and its encoded copy) are gone once the worker answered.
         drop((lease, reservation));
@@ -310,18 +321,22 @@ impl Dispatcher {
 
     /// An http-v2 function: the raw request is forwarded to the worker's HTTP server
     /// while the InvocationRequest (route parameters only) goes over gRPC; the worker's
-    /// response streams back once both have answered, as the platform does.
+    /// response streams back once both have answered, as the platform does. Both carry
+    /// the same trace context (the forwarded `traceparent` is Sluice's span).
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         function: &FunctionInfo,
         params: Vec<(String, String)>,
-        parts: http::request::Parts,
+        mut parts: http::request::Parts,
         body: Incoming,
         (lease, ticket): (Lease, Ticket),
         target: WorkerHttp,
+        trace: &TraceContext,
     ) -> Result<Response<Body>, InvokeError> {
         let invocation_id = uuid::Uuid::new_v4().to_string();
         let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
+        trace.inject(&mut parts.headers);
         let forwarded = async {
             let body = IdleTimeout::new(Limited::new(body, limit), BODY_IDLE_TIMEOUT);
             Ok::<_, InvokeError>(
@@ -333,6 +348,7 @@ impl Dispatcher {
             &lease,
             invocation_id.clone(),
             convert::route_params_only(params),
+            trace,
         );
         // A failure on either side ends the request at once: a function that raised
         // never completes the HTTP side, and a failed forward leaves the function waiting.
@@ -353,6 +369,7 @@ impl Dispatcher {
         lease: &Lease,
         invocation_id: String,
         rpc_http: crate::proto::RpcHttp,
+        trace: &TraceContext,
     ) -> Result<InvocationResponse, InvokeError> {
         let input = vec![ParameterBinding {
             name: function.trigger_param.clone(),
@@ -360,9 +377,11 @@ impl Dispatcher {
                 data: Some(Data::Http(Box::new(rpc_http))),
             })),
         }];
-        let invocation = lease
-            .session()
-            .invoke_as(invocation_id, &function.name, input);
+        let trace_context = trace.to_rpc(&invocation_id, &function.name);
+        let invocation =
+            lease
+                .session()
+                .invoke_as(invocation_id, &function.name, input, Some(trace_context));
         let invoked = Instant::now();
         let outcome = match self.function_timeout {
             None => Ok(invocation.await),

@@ -15,6 +15,7 @@
 //! - [`budget`]: the body budget (request bodies held in memory at once; 503 beyond it).
 //! - [`dispatch`]: route → auth → pool → rpc for one request; maps every failure to one status.
 //! - [`convert`]: every HTTP ⇄ `RpcHttp` conversion.
+//! - [`trace`]: W3C trace context: Sluice's span for a request, a child of the caller's.
 //! - [`proxy`]: http-v2 apps: the raw request forwarded to the worker's own HTTP server,
 //!   its response streamed back.
 //! - [`body`]: the response body type (bytes in memory, or a relayed stream).
@@ -51,4 +52,5 @@ pub mod router;
 pub mod rpc;
 pub mod serve;
 pub mod supervisor;
+pub(crate) mod trace;
 pub mod worker_config;

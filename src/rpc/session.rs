@@ -19,7 +19,7 @@ use crate::proto::rpc_log::{Level, RpcLogCategory};
 use crate::proto::streaming_message::Content;
 use crate::proto::{
     InvocationRequest, InvocationResponse, ParameterBinding, RpcFunctionMetadata, RpcLog,
-    StreamingMessage, WorkerStatusRequest,
+    RpcTraceContext, StreamingMessage, WorkerStatusRequest,
 };
 use crate::proxy::WorkerHttp;
 
@@ -259,17 +259,18 @@ impl Session {
         function: &Arc<str>,
         input_data: Vec<ParameterBinding>,
     ) -> Result<InvocationResponse, InvokeFailure> {
-        self.invoke_as(uuid::Uuid::new_v4().to_string(), function, input_data)
+        self.invoke_as(uuid::Uuid::new_v4().to_string(), function, input_data, None)
             .await
     }
 
     /// [`Session::invoke`] under an id the caller chose (a forwarded http-v2 request
-    /// carries it in `x-ms-invocation-id`).
+    /// carries it in `x-ms-invocation-id`), with the request's trace context.
     pub async fn invoke_as(
         &self,
         invocation_id: String,
         function: &Arc<str>,
         input_data: Vec<ParameterBinding>,
+        trace_context: Option<RpcTraceContext>,
     ) -> Result<InvocationResponse, InvokeFailure> {
         let function_id = self
             .function_ids
@@ -305,6 +306,7 @@ impl Session {
                 invocation_id: invocation_id.clone(),
                 function_id: function_id.clone(),
                 input_data,
+                trace_context,
                 ..Default::default()
             })),
         };
