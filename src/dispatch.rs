@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, error, warn};
 
+use crate::access;
 use crate::admission::{Admission, Throttled, Ticket};
 use crate::body::{self, Body, IdleTimeout, Stalled};
 use crate::budget::{BodyBudget, OverBudget, Reservation};
@@ -26,6 +27,7 @@ use crate::proto::status_result::Status as RpcStatus;
 use crate::proto::typed_data::Data;
 use crate::proto::{ParameterBinding, TypedData, parameter_binding::RpcData};
 use crate::proxy::{self, ProxyError, WorkerHttp};
+use crate::repeats::{self, Repeats};
 use crate::rpc::session::{InvokeFailure, Recycle};
 use crate::trace::TraceContext;
 
@@ -48,6 +50,25 @@ pub struct Dispatcher {
     /// host.json functionTimeout; `None` = unbounded.
     pub function_timeout: Option<Duration>,
     pub metrics: Arc<Metrics>,
+    /// `--access-log`: one `access` line per answered request.
+    pub access_log: bool,
+    /// Request-path warnings, folded when the same failure repeats.
+    pub(crate) repeats: Arc<Repeats>,
+}
+
+/// What a request turned out to be, filled in as it is served (for the metrics and the
+/// access log).
+#[derive(Default)]
+struct Routed {
+    function: FunctionName,
+    invocation: Option<uuid::Uuid>,
+}
+
+/// One invocation of a routed request.
+struct Call<'a> {
+    function: &'a FunctionInfo,
+    id: uuid::Uuid,
+    trace: &'a TraceContext,
 }
 
 /// A request body that stalls this long between chunks is abandoned (slow client).
@@ -122,6 +143,33 @@ impl InvokeError {
         }
     }
 
+    /// A stable name for the kind of failure, for folding repeated warnings.
+    fn kind(&self) -> &'static str {
+        match self {
+            InvokeError::NotFound => "not_found",
+            InvokeError::Unauthorized => "unauthorized",
+            InvokeError::PayloadTooLarge { .. } => "payload_too_large",
+            InvokeError::BadBody(_) => "bad_body",
+            InvokeError::BodyTimeout(_) => "body_timeout",
+            InvokeError::Throttled(_) => "throttled",
+            InvokeError::OverBudget(_) => "over_budget",
+            InvokeError::Proxy(ProxyError::BodyTooLarge { .. }) => "payload_too_large",
+            InvokeError::Proxy(ProxyError::ClientBody(_)) => "bad_body",
+            InvokeError::Proxy(ProxyError::BodyStalled(_)) => "body_timeout",
+            InvokeError::Proxy(ProxyError::Connect { .. }) => "worker_http_unreachable",
+            InvokeError::Proxy(ProxyError::Forward(_) | ProxyError::BadUri(_)) => "forward_failed",
+            InvokeError::FunctionTimeout { .. } => "function_timeout",
+            InvokeError::Pool(PoolError::NoWorker) => "no_worker",
+            InvokeError::Pool(PoolError::StartupFailed) => "startup_failed",
+            InvokeError::Pool(PoolError::StartupTimeout(_)) => "startup_timeout",
+            InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => "worker_gone",
+            InvokeError::Worker(InvokeFailure::UnknownFunction(_)) => "unknown_function",
+            InvokeError::Worker(InvokeFailure::LoadFailed { .. }) => "load_failed",
+            InvokeError::FunctionFailed { .. } => "function_failed",
+            InvokeError::BadResponse(_) => "bad_response",
+        }
+    }
+
     /// The platform answers 401/404/500 with empty bodies; Sluice's own failures
     /// (overload, lost worker) carry a short reason.
     fn body(&self) -> Bytes {
@@ -187,6 +235,8 @@ impl Dispatcher {
             admission: Admission::new(host.max_concurrent_requests, host.outstanding_cap()),
             function_timeout: host.function_timeout,
             metrics,
+            access_log: config.access_log,
+            repeats: Repeats::start(),
         }
     }
 
@@ -194,26 +244,45 @@ impl Dispatcher {
         let started = Instant::now();
         let guard = self.metrics.request_started();
         let method = request.method().clone();
-        let mut function = FunctionName::default();
+        // Cloning a Uri shares its bytes; only the access log needs it.
+        let uri = self.access_log.then(|| request.uri().clone());
+        let mut routed = Routed::default();
         // Sluice's span for this request: a child of the caller's, if it sent one.
         let trace = TraceContext::for_request(request.headers());
-        let response = self.respond(request, &trace, &mut function).await;
+        let response = self.respond(request, &trace, &mut routed).await;
         guard.finish();
+        let Routed {
+            function,
+            invocation,
+        } = routed;
+        let status = response.status();
+        let entry = uri.map(|uri| access::Entry {
+            method: method.clone(),
+            uri,
+            started,
+            function: function.clone(),
+            invocation,
+            trace,
+        });
         self.metrics.request_answered(
             function,
             HttpMethod::from(&method),
-            response.status(),
+            status,
             started.elapsed(),
         );
-        response
+        match entry {
+            Some(entry) => entry.log_when_sent(response),
+            None => response,
+        }
     }
 
-    /// The response for one request; `function` is set once the request is routed.
+    /// The response for one request; `routed` is filled in as the request is routed
+    /// and invoked.
     async fn respond(
         &self,
         request: Request<Incoming>,
         trace: &TraceContext,
-        function: &mut FunctionName,
+        routed: &mut Routed,
     ) -> Response<Body> {
         if request.uri().path() == "/" && matches!(*request.method(), Method::GET | Method::HEAD) {
             let mut response = Response::new(body::full(Bytes::from_static(HOME_PAGE.as_bytes())));
@@ -226,9 +295,10 @@ impl Dispatcher {
         // Kept for the error log only: cloning a Uri shares its bytes, no copy per request.
         let method = request.method().clone();
         let uri = request.uri().clone();
-        match self.invoke(request, trace, function).await {
+        match self.invoke(request, trace, routed).await {
             Ok(response) => response,
             Err(e) => {
+                let path = uri.path();
                 match &e {
                     InvokeError::FunctionFailed { function, message } => {
                         error!(function = %function, "function failed: {message}")
@@ -239,27 +309,50 @@ impl Dispatcher {
                     }
                     InvokeError::OverBudget(_) => {
                         self.metrics.body_budget_rejected();
-                        warn!(%method, path = uri.path(), error = %e, "request refused")
+                        if self.first_of_its_kind(&e, &routed.function, "request refused") {
+                            warn!(%method, path, error = %e, "request refused")
+                        }
                     }
                     InvokeError::Throttled(_) => {
                         self.metrics.throttled();
-                        debug!(%method, path = uri.path(), error = %e, "request refused")
+                        debug!(%method, path, error = %e, "request refused")
                     }
                     InvokeError::NotFound | InvokeError::Unauthorized => {
-                        debug!(%method, path = uri.path(), error = %e, "request refused")
+                        debug!(%method, path, error = %e, "request refused")
                     }
-                    _ => warn!(%method, path = uri.path(), error = %e, "request failed"),
+                    // Many requests fail alike at once (a worker crashed with all of its
+                    // requests in flight, no worker ready): one line, then a count.
+                    _ => {
+                        if self.first_of_its_kind(&e, &routed.function, "request failed") {
+                            warn!(%method, path, function = %routed.function, error = %e, "request failed")
+                        }
+                    }
                 }
                 e.into_response()
             }
         }
     }
 
+    /// `true` for the first failure of this kind on this function in the current
+    /// interval (log it); later ones are counted and reported once per interval.
+    fn first_of_its_kind(
+        &self,
+        error: &InvokeError,
+        function: &FunctionName,
+        message: &'static str,
+    ) -> bool {
+        let key = repeats::Key {
+            kind: error.kind(),
+            function: function.clone(),
+        };
+        self.repeats.first(key, message, tracing::Level::WARN)
+    }
+
     async fn invoke(
         &self,
         request: Request<Incoming>,
         trace: &TraceContext,
-        routed: &mut FunctionName,
+        routed: &mut Routed,
     ) -> Result<Response<Body>, InvokeError> {
         let catalog = match self.catalog.get() {
             Some(c) => c,
@@ -279,7 +372,7 @@ impl Dispatcher {
             return Err(InvokeError::Unauthorized);
         }
         let function = &catalog.functions[hit.index];
-        *routed = FunctionName::of(&function.name);
+        routed.function = FunctionName::of(&function.name);
         let params = hit.params;
         let waiting = Instant::now();
         let queued = self.metrics.queued();
@@ -291,13 +384,17 @@ impl Dispatcher {
         if declared_length(&parts).is_some_and(|n| n > self.body_limit) {
             return Err(self.too_large());
         }
+        let call = Call {
+            function,
+            id: uuid::Uuid::new_v4(),
+            trace,
+        };
+        routed.invocation = Some(call.id);
         if catalog.streams_http {
             let lease = self.pool.pick()?;
             if let Some(target) = lease.session().http().cloned() {
                 let held = (lease, ticket);
-                return self
-                    .forward(function, params, parts, body, held, target, trace)
-                    .await;
+                return self.forward(&call, params, parts, body, held, target).await;
             }
         }
         // The worker is picked once the body is in: a slow upload holds no worker and does
@@ -305,15 +402,7 @@ impl Dispatcher {
         let (body, reservation) = self.read_body(&parts, body).await?;
         let lease = self.pool.pick()?;
         let rpc_http = convert::to_rpc_http(&parts, body, params);
-        let response = self
-            .run(
-                function,
-                &lease,
-                uuid::Uuid::new_v4().to_string(),
-                rpc_http,
-                trace,
-            )
-            .await?;
+        let response = self.run(&call, &lease, rpc_http).await?;
         // The request body (and its encoded copy) are gone once the worker answered.
         drop((lease, reservation));
         Ok(convert::to_response(response, &function.output)?)
@@ -323,33 +412,25 @@ impl Dispatcher {
     /// while the InvocationRequest (route parameters only) goes over gRPC; the worker's
     /// response streams back once both have answered, as the platform does. Both carry
     /// the same trace context (the forwarded `traceparent` is Sluice's span).
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
-        function: &FunctionInfo,
+        call: &Call<'_>,
         params: Vec<(String, String)>,
         mut parts: http::request::Parts,
         body: Incoming,
         (lease, ticket): (Lease, Ticket),
         target: WorkerHttp,
-        trace: &TraceContext,
     ) -> Result<Response<Body>, InvokeError> {
-        let invocation_id = uuid::Uuid::new_v4().to_string();
+        let invocation_id = call.id.to_string();
         let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
-        trace.inject(&mut parts.headers);
+        call.trace.inject(&mut parts.headers);
         let forwarded = async {
             let body = IdleTimeout::new(Limited::new(body, limit), BODY_IDLE_TIMEOUT);
             Ok::<_, InvokeError>(
                 proxy::forward(&target, &invocation_id, parts, body, self.body_limit).await?,
             )
         };
-        let invoked = self.run(
-            function,
-            &lease,
-            invocation_id.clone(),
-            convert::route_params_only(params),
-            trace,
-        );
+        let invoked = self.run(call, &lease, convert::route_params_only(params));
         // A failure on either side ends the request at once: a function that raised
         // never completes the HTTP side, and a failed forward leaves the function waiting.
         let (response, _) = tokio::try_join!(forwarded, invoked)?;
@@ -365,19 +446,19 @@ impl Dispatcher {
     /// other than Success is an error.
     async fn run(
         &self,
-        function: &FunctionInfo,
+        call: &Call<'_>,
         lease: &Lease,
-        invocation_id: String,
         rpc_http: crate::proto::RpcHttp,
-        trace: &TraceContext,
     ) -> Result<InvocationResponse, InvokeError> {
+        let function = call.function;
+        let invocation_id = call.id.to_string();
         let input = vec![ParameterBinding {
             name: function.trigger_param.clone(),
             rpc_data: Some(RpcData::Data(TypedData {
                 data: Some(Data::Http(Box::new(rpc_http))),
             })),
         }];
-        let trace_context = trace.to_rpc(&invocation_id, &function.name);
+        let trace_context = call.trace.to_rpc(&invocation_id, &function.name);
         let invocation =
             lease
                 .session()

@@ -14,6 +14,8 @@
 //! - [`admission`]: the host.json throttles (429 beyond max outstanding, a bounded execution queue).
 //! - [`budget`]: the body budget (request bodies held in memory at once; 503 beyond it).
 //! - [`dispatch`]: route → auth → pool → rpc for one request; maps every failure to one status.
+//! - [`access`]: the opt-in access log, one line per answered request.
+//! - [`repeats`]: repeated request-path warnings folded into one line and a count per interval.
 //! - [`convert`]: every HTTP ⇄ `RpcHttp` conversion.
 //! - [`trace`]: W3C trace context: Sluice's span for a request, a child of the caller's.
 //! - [`proxy`]: http-v2 apps: the raw request forwarded to the worker's own HTTP server,
@@ -27,8 +29,10 @@
 //! - [`worker_config`]: a worker described the platform way (`--worker-config`).
 //! - [`proto`]: the generated wire types.
 //! - [`metrics`]: every Prometheus family, registered in one place; components only write to it.
+//! - [`logging`]: the log output (text or JSON lines; colours only on a terminal).
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz` (never the public port).
 
+mod access;
 pub mod admin;
 pub mod admission;
 pub mod app;
@@ -42,12 +46,14 @@ pub mod functions;
 pub mod http;
 pub mod keys;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod placeholder;
 pub mod pool;
 pub mod proto;
 pub mod proxy;
 pub mod python;
+pub(crate) mod repeats;
 pub mod router;
 pub mod rpc;
 pub mod serve;

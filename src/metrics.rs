@@ -44,6 +44,12 @@ impl FunctionName {
     }
 }
 
+impl std::fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_deref().unwrap_or("-"))
+    }
+}
+
 impl EncodeLabelValue for FunctionName {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         encoder.write_str(self.0.as_deref().unwrap_or("-"))

@@ -78,6 +78,7 @@ impl TraceContext {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn sampled(&self) -> bool {
         self.flags & SAMPLED != 0
     }
@@ -96,6 +97,7 @@ impl TraceContext {
     }
 
     /// The caller's `tracestate`, if it came with a valid `traceparent`.
+    #[cfg(test)]
     pub(crate) fn tracestate(&self) -> Option<&HeaderValue> {
         self.tracestate.as_ref()
     }
@@ -300,7 +302,10 @@ mod tests {
         assert!(trace.sampled());
         let tp = trace.traceparent();
         assert!(is_valid_traceparent(&tp), "{tp}");
-        assert!(tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"), "{tp}");
+        assert!(
+            tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+            "{tp}"
+        );
         assert!(tp.ends_with("-01"), "{tp}");
         assert_eq!(&tp[36..52], trace.span_id.to_string());
         let rpc = trace.to_rpc("inv-1", "hello");
@@ -348,7 +353,10 @@ mod tests {
             ]));
             assert!(trace.parent.is_none(), "{value:?} was accepted");
             assert_ne!(trace.trace_id.0, 0x0af7651916cd43dd8448eb211c80319c);
-            assert!(trace.tracestate().is_none(), "{value:?} kept its tracestate");
+            assert!(
+                trace.tracestate().is_none(),
+                "{value:?} kept its tracestate"
+            );
             assert!(is_valid_traceparent(&trace.traceparent()));
             assert!(trace.sampled());
         }
@@ -395,7 +403,10 @@ mod tests {
         let too_long =
             TraceContext::for_request(&headers(&[("traceparent", CLIENT), ("tracestate", &long)]));
         assert!(too_long.tracestate().is_none());
-        let many = (0..33).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
+        let many = (0..33)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>()
+            .join(",");
         let too_many =
             TraceContext::for_request(&headers(&[("traceparent", CLIENT), ("tracestate", &many)]));
         assert!(too_many.tracestate().is_none());

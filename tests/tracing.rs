@@ -9,10 +9,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use common::{Extras, Options, Sluice, client};
+use common::{Extras, LOG_DEADLINE, Options, Sluice, client};
 use serde_json::Value;
+use tokio::time::{Instant, sleep};
 
 const CLIENT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CLIENT_SPAN: &str = "b7ad6b7169203331";
@@ -51,7 +53,11 @@ async fn get_json(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Value> 
         request = request.header(*name, *value);
     }
     let response = request.send().await.with_context(|| url.to_owned())?;
-    ensure!(response.status() == 200, "{url} answered {}", response.status());
+    ensure!(
+        response.status() == 200,
+        "{url} answered {}",
+        response.status()
+    );
     Ok(response.json().await?)
 }
 
@@ -79,7 +85,9 @@ impl Report {
 
 #[tokio::test]
 async fn the_clients_trace_reaches_the_function_and_the_apps_own_spans() -> anyhow::Result<()> {
-    let otel = Extras::default().env("PYTHON_ENABLE_OPENTELEMETRY", "true");
+    let otel = Extras::default()
+        .env("PYTHON_ENABLE_OPENTELEMETRY", "true")
+        .arg("--access-log");
     // One after the other: the first start installs the app's requirements.
     let fast = Sluice::start_with(Options::new(app("tracing")), &otel).await?;
     let classic = Sluice::start_with(
@@ -105,17 +113,49 @@ async fn the_clients_trace_reaches_the_function_and_the_apps_own_spans() -> anyh
             }
             let (_, trace, span, flags) = parts(report.str("/trace_parent")?)?;
             ensure!(trace == CLIENT_TRACE, "the trace id changed: {context}");
-            ensure!(span != CLIENT_SPAN, "Sluice sent the client's span: {context}");
+            ensure!(
+                span != CLIENT_SPAN,
+                "Sluice sent the client's span: {context}"
+            );
             ensure!(flags == "01", "{context}");
-            ensure!(report.str("/trace_state")? == CLIENT_TRACESTATE, "{context}");
+            ensure!(
+                report.str("/trace_state")? == CLIENT_TRACESTATE,
+                "{context}"
+            );
             ensure!(
                 report.str("/attributes/faas.invocation_id")? == report.str("/invocation_id")?,
                 "{context}"
             );
-            report.check_app_span().context(context)?;
+            report.check_app_span().context(context.clone())?;
+            // Sluice's access line names the same span, and the client's as its parent.
+            let invocation = report.str("/invocation_id")?;
+            let line = access_line(sluice, invocation).await?;
+            ensure!(
+                line.contains(&format!(" trace_id={CLIENT_TRACE} ")),
+                "{line}"
+            );
+            ensure!(line.contains(&format!(" span_id={span} ")), "{line}");
+            ensure!(
+                line.contains(&format!(" parent_span_id={CLIENT_SPAN}")),
+                "{line}"
+            );
         }
     }
     a_missing_or_garbled_traceparent_starts_a_fresh_trace(&fast).await
+}
+
+/// Sluice's access line for the invocation, once it is there.
+async fn access_line(sluice: &Sluice, invocation: &str) -> anyhow::Result<String> {
+    let needle = format!("invocation_id={invocation}");
+    let until = Instant::now() + LOG_DEADLINE;
+    loop {
+        let lines = sluice.output_lines_containing("access: request");
+        if let Some(line) = lines.into_iter().find(|l| l.contains(&needle)) {
+            return Ok(line);
+        }
+        ensure!(Instant::now() < until, "no access line with {needle}");
+        sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// (In the same test: one start of the app at a time installs its requirements.)
@@ -165,11 +205,18 @@ async fn http_v2_forwarded_requests_carry_sluices_span() -> anyhow::Result<()> {
     .await?;
     let traceparent = seen["traceparent"].as_str().context("no traceparent")?;
     let (_, trace, span, flags) = parts(traceparent)?;
-    ensure!(trace == CLIENT_TRACE && span != CLIENT_SPAN && flags == "01", "{seen}");
+    ensure!(
+        trace == CLIENT_TRACE && span != CLIENT_SPAN && flags == "01",
+        "{seen}"
+    );
     ensure!(seen["tracestate"] == CLIENT_TRACESTATE, "{seen}");
     ensure!(seen["x-ms-invocation-id"].is_string(), "{seen}");
 
-    let fresh = get_json(&url, &[("traceparent", "00-nonsense"), ("tracestate", "a=1")]).await?;
+    let fresh = get_json(
+        &url,
+        &[("traceparent", "00-nonsense"), ("tracestate", "a=1")],
+    )
+    .await?;
     let (_, trace, _, _) = parts(fresh["traceparent"].as_str().context("no traceparent")?)?;
     ensure!(trace != CLIENT_TRACE, "{fresh}");
     ensure!(fresh["tracestate"].is_null(), "{fresh}");

@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub body_budget_bytes: Option<u64>,
     pub io: Option<super::IoMode>,
     pub threads: Option<usize>,
+    pub log_format: Option<super::LogFormat>,
+    pub access_log: Option<bool>,
 }
 
 impl FileConfig {
@@ -80,6 +82,8 @@ mod tests {
             Some(super::super::DEFAULT_BODY_BUDGET)
         );
         assert_eq!(documented.io, Some(super::super::IoMode::default()));
+        assert_eq!(documented.log_format, Some(super::super::LogFormat::Text));
+        assert_eq!(documented.access_log, Some(false));
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::logging::LogFormat;
+
 pub mod file;
 
 use file::FileConfig;
@@ -77,6 +79,8 @@ impl From<CheckArgs> for ServeArgs {
             body_budget: None,
             io: None,
             threads: None,
+            log_format: None,
+            access_log: false,
         }
     }
 }
@@ -136,6 +140,14 @@ pub struct ServeArgs {
     /// [default: one per worker, at most the number of CPUs].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Log lines as `text` (human-readable, values quoted where needed) or `json` (one
+    /// object per line) [default: text; env SLUICE_LOG_FORMAT].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// One log line per answered request (target `access`): method, path without the
+    /// query, status, duration, function, invocation id, bytes, trace id.
+    #[arg(long)]
+    pub access_log: bool,
 }
 
 /// How the HTTP front end does socket I/O (`--io`).
@@ -206,6 +218,9 @@ pub struct ServeConfig {
     pub simulate_uring_failure: bool,
     /// `--placeholder`: `app_dir` is an empty placeholder directory until assignment.
     pub placeholder: bool,
+    pub log_format: LogFormat,
+    /// `--access-log`: one `access` line per answered request.
+    pub access_log: bool,
 }
 
 /// Sluice's default functionTimeout (the platform's Premium/Dedicated default).
@@ -424,7 +439,16 @@ impl ServeConfig {
                 });
             }
         };
+        let log_format = match args.log_format {
+            Some(format) => format,
+            None => match env("SLUICE_LOG_FORMAT") {
+                Some(v) => parse_log_format(v)?,
+                None => file.log_format.unwrap_or_default(),
+            },
+        };
         Ok(ServeConfig {
+            log_format,
+            access_log: args.access_log || file.access_log == Some(true),
             io: args.io.or(file.io).unwrap_or_default(),
             threads,
             simulate_uring_failure,
@@ -461,6 +485,16 @@ impl ServeConfig {
             placeholder: args.placeholder,
         })
     }
+}
+
+fn parse_log_format(value: String) -> Result<LogFormat, ConfigError> {
+    <LogFormat as clap::ValueEnum>::from_str(value.trim(), true).map_err(|_| {
+        ConfigError::BadSetting {
+            name: "SLUICE_LOG_FORMAT",
+            value,
+            reason: "must be `text` or `json`".into(),
+        }
+    })
 }
 
 fn parse_bytes(name: &'static str, value: String) -> Result<u64, ConfigError> {

@@ -18,7 +18,36 @@ fn args(dir: &Path) -> ServeArgs {
         body_budget: None,
         io: None,
         threads: None,
+        log_format: None,
+        access_log: false,
     }
+}
+
+#[test]
+fn log_format_and_access_log_sources() {
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cfg = ServeConfig::resolve(args(&dir), &|_| None).expect("valid");
+    assert_eq!((cfg.log_format, cfg.access_log), (LogFormat::Text, false));
+
+    let json = |k: &str| (k == "SLUICE_LOG_FORMAT").then(|| "JSON".to_owned());
+    let cfg = ServeConfig::resolve(args(&dir), &json).expect("valid");
+    assert_eq!(cfg.log_format, LogFormat::Json);
+    let mut flag = args(&dir);
+    flag.log_format = Some(LogFormat::Text);
+    flag.access_log = true;
+    let cfg = ServeConfig::resolve(flag, &json).expect("valid");
+    assert_eq!((cfg.log_format, cfg.access_log), (LogFormat::Text, true));
+
+    let bad = |k: &str| (k == "SLUICE_LOG_FORMAT").then(|| "xml".to_owned());
+    assert!(matches!(
+        ServeConfig::resolve(args(&dir), &bad),
+        Err(ConfigError::BadSetting {
+            name: "SLUICE_LOG_FORMAT",
+            ..
+        })
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

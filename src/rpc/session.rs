@@ -487,7 +487,7 @@ pub(super) fn print_log(worker: &str, function: Option<&str>, log: &RpcLog) {
     let level = Level::try_from(log.level).unwrap_or(Level::Information);
     macro_rules! emit {
         ($mac:ident) => {
-            $mac!(target: "function", worker, function, invocation, logger = %log.category, "{text}")
+            $mac!(target: "function", worker, function, invocation_id = invocation, logger = %log.category, "{text}")
         };
     }
     match level {
