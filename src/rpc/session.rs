@@ -351,8 +351,7 @@ impl Session {
             inbound,
             outbound,
             runtime,
-            answers_pings,
-            http,
+            capabilities,
             traffic,
             ..
         } = init;
@@ -376,8 +375,8 @@ impl Session {
             pending,
             answered: std::sync::atomic::AtomicU64::new(0),
             pings,
-            answers_pings,
-            http,
+            answers_pings: capabilities.answers_pings,
+            http: capabilities.http,
             closed,
             traffic,
             recycle: Mutex::new(None),
