@@ -4,13 +4,15 @@
 //! ship without one).
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, error, warn};
+
+use crate::otlp;
 
 use crate::access;
 use crate::admission::{Admission, Throttled, Ticket};
@@ -54,6 +56,8 @@ pub struct Dispatcher {
     pub access_log: bool,
     /// Request-path warnings, folded when the same failure repeats.
     pub(crate) repeats: Arc<Repeats>,
+    /// `--otlp-endpoint`: request spans exported over OTLP.
+    pub(crate) otlp: Option<otlp::Exporter>,
 }
 
 /// What a request turned out to be, filled in as it is served (for the metrics and the
@@ -62,6 +66,9 @@ pub struct Dispatcher {
 struct Routed {
     function: FunctionName,
     invocation: Option<uuid::Uuid>,
+    /// Only while exporting spans: the function's route template and the worker.
+    route: Option<String>,
+    worker: Option<String>,
 }
 
 /// One invocation of a routed request.
@@ -234,14 +241,20 @@ impl Dispatcher {
             startup_timeout: config.startup_timeout,
             admission: Admission::new(host.max_concurrent_requests, host.outstanding_cap()),
             function_timeout: host.function_timeout,
-            metrics,
+            metrics: metrics.clone(),
             access_log: config.access_log,
             repeats: Repeats::start(),
+            otlp: config.otlp_endpoint.as_deref().and_then(|endpoint| {
+                otlp::Exporter::start(endpoint, metrics.clone())
+                    .inspect_err(|e| error!(error = %e, "request spans are not exported"))
+                    .ok()
+            }),
         }
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
+        let wall_start = self.otlp.as_ref().map(|_| SystemTime::now());
         let guard = self.metrics.request_started();
         let method = request.method().clone();
         // Cloning a Uri shares its bytes; only the access log needs it.
@@ -254,8 +267,23 @@ impl Dispatcher {
         let Routed {
             function,
             invocation,
+            route,
+            worker,
         } = routed;
         let status = response.status();
+        if let (Some(exporter), Some(start)) = (&self.otlp, wall_start) {
+            exporter.record(otlp::RequestSpan {
+                trace: trace.clone(),
+                start,
+                end: SystemTime::now(),
+                method: method.clone(),
+                status: status.as_u16(),
+                function: function.clone(),
+                route,
+                invocation,
+                worker,
+            });
+        }
         let entry = uri.map(|uri| access::Entry {
             method: method.clone(),
             uri,
@@ -348,6 +376,13 @@ impl Dispatcher {
         self.repeats.first(key, message, tracing::Level::WARN)
     }
 
+    /// The worker's id, for the exported span (only while exporting).
+    fn note_worker(&self, routed: &mut Routed, lease: &Lease) {
+        if self.otlp.is_some() {
+            routed.worker = Some(lease.session().worker().to_owned());
+        }
+    }
+
     async fn invoke(
         &self,
         request: Request<Incoming>,
@@ -373,6 +408,9 @@ impl Dispatcher {
         }
         let function = &catalog.functions[hit.index];
         routed.function = FunctionName::of(&function.name);
+        if self.otlp.is_some() {
+            routed.route = Some(function.route.clone());
+        }
         let params = hit.params;
         let waiting = Instant::now();
         let queued = self.metrics.queued();
@@ -392,6 +430,7 @@ impl Dispatcher {
         routed.invocation = Some(call.id);
         if catalog.streams_http {
             let lease = self.pool.pick()?;
+            self.note_worker(routed, &lease);
             if let Some(target) = lease.session().http().cloned() {
                 let held = (lease, ticket);
                 return self.forward(&call, params, parts, body, held, target).await;
@@ -401,6 +440,7 @@ impl Dispatcher {
         // not count as in flight on one.
         let (body, reservation) = self.read_body(&parts, body).await?;
         let lease = self.pool.pick()?;
+        self.note_worker(routed, &lease);
         let rpc_http = convert::to_rpc_http(&parts, body, params);
         let response = self.run(&call, &lease, rpc_http).await?;
         // The request body (and its encoded copy) are gone once the worker answered.

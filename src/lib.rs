@@ -15,6 +15,7 @@
 //! - [`budget`]: the body budget (request bodies held in memory at once; 503 beyond it).
 //! - [`dispatch`]: route → auth → pool → rpc for one request; maps every failure to one status.
 //! - [`access`]: the opt-in access log, one line per answered request.
+//! - [`otlp`]: opt-in OTLP export of Sluice's request spans (bounded queue, background batches).
 //! - [`repeats`]: repeated request-path warnings folded into one line and a count per interval.
 //! - [`convert`]: every HTTP ⇄ `RpcHttp` conversion.
 //! - [`trace`]: W3C trace context: Sluice's span for a request, a child of the caller's.
@@ -48,6 +49,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub(crate) mod otlp;
 pub mod placeholder;
 pub mod pool;
 pub mod proto;

@@ -78,7 +78,6 @@ impl TraceContext {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn sampled(&self) -> bool {
         self.flags & SAMPLED != 0
     }

@@ -30,6 +30,7 @@ pub struct FileConfig {
     pub threads: Option<usize>,
     pub log_format: Option<super::LogFormat>,
     pub access_log: Option<bool>,
+    pub otlp_endpoint: Option<String>,
 }
 
 impl FileConfig {

@@ -81,6 +81,7 @@ impl From<CheckArgs> for ServeArgs {
             threads: None,
             log_format: None,
             access_log: false,
+            otlp_endpoint: None,
         }
     }
 }
@@ -148,6 +149,10 @@ pub struct ServeArgs {
     /// query, status, duration, function, invocation id, bytes, trace id.
     #[arg(long)]
     pub access_log: bool,
+    /// Export Sluice's request spans over OTLP/gRPC to this collector, e.g.
+    /// http://127.0.0.1:4317 [default: off; env OTEL_EXPORTER_OTLP_ENDPOINT].
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How the HTTP front end does socket I/O (`--io`).
@@ -221,6 +226,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// `--access-log`: one `access` line per answered request.
     pub access_log: bool,
+    /// OTLP/gRPC collector for Sluice's request spans (`http://host:port`); `None` = off.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Sluice's default functionTimeout (the platform's Premium/Dedicated default).
@@ -446,7 +453,18 @@ impl ServeConfig {
                 None => file.log_format.unwrap_or_default(),
             },
         };
+        let otlp_endpoint = match args.otlp_endpoint {
+            Some(url) => Some(check_otlp_endpoint("--otlp-endpoint", url)?),
+            None => match env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty()) {
+                Some(url) => Some(check_otlp_endpoint("OTEL_EXPORTER_OTLP_ENDPOINT", url)?),
+                None => match file.otlp_endpoint {
+                    Some(url) => Some(check_otlp_endpoint("otlp_endpoint (config file)", url)?),
+                    None => None,
+                },
+            },
+        };
         Ok(ServeConfig {
+            otlp_endpoint,
             log_format,
             access_log: args.access_log || file.access_log == Some(true),
             io: args.io.or(file.io).unwrap_or_default(),
@@ -483,6 +501,23 @@ impl ServeConfig {
             },
             app_dir,
             placeholder: args.placeholder,
+        })
+    }
+}
+
+/// An OTLP/gRPC endpoint Sluice can reach without TLS: `http://host:port`.
+fn check_otlp_endpoint(name: &'static str, value: String) -> Result<String, ConfigError> {
+    let url = value.trim().trim_end_matches('/').to_owned();
+    let ok = url
+        .parse::<http::Uri>()
+        .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+    if ok {
+        Ok(url)
+    } else {
+        Err(ConfigError::BadSetting {
+            name,
+            value,
+            reason: "must be an http://host:port URL (OTLP over gRPC without TLS, e.g. a collector on the same host)".into(),
         })
     }
 }

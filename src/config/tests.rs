@@ -20,7 +20,39 @@ fn args(dir: &Path) -> ServeArgs {
         threads: None,
         log_format: None,
         access_log: false,
+        otlp_endpoint: None,
     }
+}
+
+#[test]
+fn otlp_endpoint_from_flag_environment_or_file_must_be_plain_http() {
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cfg = ServeConfig::resolve(args(&dir), &|_| None).expect("valid");
+    assert_eq!(cfg.otlp_endpoint, None);
+    let env =
+        |k: &str| (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://127.0.0.1:4317/".to_owned());
+    let cfg = ServeConfig::resolve(args(&dir), &env).expect("valid");
+    assert_eq!(cfg.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+    let mut flag = args(&dir);
+    flag.otlp_endpoint = Some("http://collector:4317".into());
+    let cfg = ServeConfig::resolve(flag, &env).expect("valid");
+    assert_eq!(cfg.otlp_endpoint.as_deref(), Some("http://collector:4317"));
+    for bad in ["https://collector:4317", "collector:4317", "nonsense"] {
+        let mut flag = args(&dir);
+        flag.otlp_endpoint = Some(bad.into());
+        assert!(
+            matches!(
+                ServeConfig::resolve(flag, &|_| None),
+                Err(ConfigError::BadSetting {
+                    name: "--otlp-endpoint",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
