@@ -96,11 +96,12 @@ def route_http_server_logs() -> None:
 
 
 def complete_opentelemetry_setup(runtime) -> None:
-    """With PYTHON_ENABLE_OPENTELEMETRY=true (and no Azure Monitor), the runtime libraries
-    (v2 1.2.1 and 1.3.0, v1 1.1.0) mark OpenTelemetry as available but never import the
-    W3C propagator (only the Azure Monitor path does), so every invocation would fail in
-    `configure_opentelemetry` with "'NoneType' object has no attribute 'extract'" before
-    the function runs. Import it the runtime's own way, once, when it is missing."""
+    """With PYTHON_ENABLE_OPENTELEMETRY=true (and no Azure Monitor), runtime libraries before
+    azure-functions-runtime 1.3.0 (the bundled 1.2.1; v1 1.1.0) mark OpenTelemetry as
+    available but never import the W3C propagator (only the Azure Monitor path does), so
+    every invocation would fail in `configure_opentelemetry` with "'NoneType' object has no
+    attribute 'extract'" before the function runs. Import it the runtime's own way, once,
+    when it is missing (1.3.0 does it itself: then nothing happens here)."""
     otel = sys.modules.get(runtime.__name__ + ".otel")
     manager = getattr(otel, "otel_manager", None)
     try:
