@@ -498,7 +498,7 @@ impl Dispatcher {
                 data: Some(Data::Http(Box::new(rpc_http))),
             })),
         }];
-        let trace_context = call.trace.to_rpc(&invocation_id, &function.name);
+        let trace_context = call.trace.to_rpc(&invocation_id);
         let invocation =
             lease
                 .session()

@@ -60,5 +60,5 @@ pub mod router;
 pub mod rpc;
 pub mod serve;
 pub mod supervisor;
-pub(crate) mod trace;
+pub mod trace;
 pub mod worker_config;

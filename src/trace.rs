@@ -32,16 +32,16 @@ const SAMPLED: u8 = 0x01;
 
 /// A 16-byte trace id, printed as 32 lowercase hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TraceId(pub(crate) u128);
+pub struct TraceId(pub(crate) u128);
 
 /// An 8-byte span id, printed as 16 lowercase hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SpanId(pub(crate) u64);
+pub struct SpanId(pub(crate) u64);
 
 /// Sluice's span for one request: its ids, its parent (the caller's span, if the request
 /// carried a valid `traceparent`), the trace flags and the caller's `tracestate`.
 #[derive(Debug, Clone)]
-pub(crate) struct TraceContext {
+pub struct TraceContext {
     pub(crate) trace_id: TraceId,
     pub(crate) span_id: SpanId,
     /// The incoming span; `None` when this request starts a trace.
@@ -54,7 +54,7 @@ pub(crate) struct TraceContext {
 impl TraceContext {
     /// The span for a request with these headers: a child of a valid incoming
     /// `traceparent` (its `tracestate` kept), else the root of a new trace.
-    pub(crate) fn for_request(headers: &HeaderMap) -> TraceContext {
+    pub fn for_request(headers: &HeaderMap) -> TraceContext {
         match incoming(headers) {
             Some((trace_id, parent, flags)) => TraceContext {
                 trace_id,
@@ -91,8 +91,8 @@ impl TraceContext {
         hex_into(&self.span_id.0.to_be_bytes(), &mut out[36..52]);
         out[52] = b'-';
         hex_into(&[self.flags], &mut out[53..55]);
-        // Only ASCII hex digits and dashes were written.
-        out.iter().map(|&b| b as char).collect()
+        // Only ASCII hex digits and dashes were written: borrowed as is, copied once.
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// The caller's `tracestate`, if it came with a valid `traceparent`.
@@ -102,8 +102,8 @@ impl TraceContext {
     }
 
     /// What the worker gets in `InvocationRequest.trace_context`: this span's
-    /// `traceparent`, the `tracestate`, and a few attributes of the invocation.
-    pub(crate) fn to_rpc(&self, invocation_id: &str, function: &str) -> RpcTraceContext {
+    /// `traceparent`, the `tracestate`, and the invocation id as an attribute.
+    pub fn to_rpc(&self, invocation_id: &str) -> RpcTraceContext {
         let trace_state = self
             .tracestate
             .as_ref()
@@ -113,14 +113,9 @@ impl TraceContext {
         RpcTraceContext {
             trace_parent: self.traceparent(),
             trace_state,
-            attributes: [
-                ("faas.trigger", "http"),
-                ("faas.invocation_id", invocation_id),
-                ("faas.name", function),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
+            // One attribute: each costs the host and the worker a few allocations per
+            // request, and the function already knows its own name and trigger.
+            attributes: [("faas.invocation_id".to_owned(), invocation_id.to_owned())].into(),
         }
     }
 
@@ -194,7 +189,7 @@ fn parse_traceparent(value: &[u8]) -> Option<(TraceId, SpanId, u8)> {
     if value.len() < TRACEPARENT_LEN {
         return None;
     }
-    let version = hex_u8(&value[0..2])?;
+    let version = hex_value(&value[0..2])?;
     match version {
         0xff => return None,
         0x00 if value.len() != TRACEPARENT_LEN => return None,
@@ -204,9 +199,9 @@ fn parse_traceparent(value: &[u8]) -> Option<(TraceId, SpanId, u8)> {
     if value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
         return None;
     }
-    let trace_id = u128::from_str_radix(lower_hex(&value[3..35])?, 16).ok()?;
-    let span_id = u64::from_str_radix(lower_hex(&value[36..52])?, 16).ok()?;
-    let flags = hex_u8(&value[53..55])?;
+    let trace_id = hex_value(&value[3..35])?;
+    let span_id = u64::try_from(hex_value(&value[36..52])?).ok()?;
+    let flags = u8::try_from(hex_value(&value[53..55])?).ok()?;
     if trace_id == 0 || span_id == 0 {
         return None;
     }
@@ -241,17 +236,16 @@ fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
     valid.then_some(joined)
 }
 
-/// `bytes` as `&str` if every byte is a lowercase hex digit.
-fn lower_hex(bytes: &[u8]) -> Option<&str> {
-    bytes
-        .iter()
-        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        .then(|| std::str::from_utf8(bytes).ok())
-        .flatten()
-}
-
-fn hex_u8(bytes: &[u8]) -> Option<u8> {
-    u8::from_str_radix(lower_hex(bytes)?, 16).ok()
+/// The value of at most 32 lowercase hex digits (W3C forbids upper case).
+fn hex_value(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |acc, &d| {
+        let nibble = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => return None,
+        };
+        Some(acc << 4 | u128::from(nibble))
+    })
 }
 
 fn hex_into(bytes: &[u8], out: &mut [u8]) {
@@ -307,11 +301,11 @@ mod tests {
         );
         assert!(tp.ends_with("-01"), "{tp}");
         assert_eq!(&tp[36..52], trace.span_id.to_string());
-        let rpc = trace.to_rpc("inv-1", "hello");
+        let rpc = trace.to_rpc("inv-1");
         assert_eq!(rpc.trace_parent, tp);
         assert_eq!(rpc.trace_state, "congo=t61rcWkgMzE");
         assert_eq!(rpc.attributes["faas.invocation_id"], "inv-1");
-        assert_eq!(rpc.attributes["faas.name"], "hello");
+        assert_eq!(rpc.attributes.len(), 1);
     }
 
     #[test]
