@@ -118,5 +118,30 @@ fn admission(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing, keys, conversion, admission);
+/// What trace context costs a request: reading the caller's `traceparent` (or starting a
+/// trace), and the `RpcTraceContext` the worker gets, encoded.
+fn trace_context(c: &mut Criterion) {
+    use prost::Message as _;
+    let mut with = http::HeaderMap::new();
+    with.insert(
+        "traceparent",
+        http::HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    );
+    let without = http::HeaderMap::new();
+    let invocation = "8a0b7f7e-1c7e-4a8e-9d4e-3f2b5c6d7e8f";
+    c.bench_function("trace_context_child_span_to_rpc_encoded", |b| {
+        b.iter(|| {
+            let trace = sluice::trace::TraceContext::for_request(black_box(&with));
+            black_box(trace.to_rpc(invocation).encode_to_vec())
+        })
+    });
+    c.bench_function("trace_context_fresh_trace_to_rpc_encoded", |b| {
+        b.iter(|| {
+            let trace = sluice::trace::TraceContext::for_request(black_box(&without));
+            black_box(trace.to_rpc(invocation).encode_to_vec())
+        })
+    });
+}
+
+criterion_group!(benches, routing, keys, conversion, admission, trace_context);
 criterion_main!(benches);

@@ -4,7 +4,7 @@
 //! ship without one).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, header};
@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::{debug, error, warn};
 
+use crate::access;
 use crate::admission::{Throttled, Ticket};
 use crate::body::{self, Body, IdleTimeout, Stalled};
 use crate::budget::{BodyBudget, OverBudget, Reservation};
@@ -22,13 +23,16 @@ use crate::functions::FunctionInfo;
 use crate::generation::{Current, Generation, Held};
 use crate::keys::KeyStore;
 use crate::metrics::{FunctionName, HttpMethod, Metrics};
+use crate::otlp;
 use crate::pool::{Lease, PoolError};
 use crate::proto::InvocationResponse;
 use crate::proto::status_result::Status as RpcStatus;
 use crate::proto::typed_data::Data;
 use crate::proto::{ParameterBinding, TypedData, parameter_binding::RpcData};
 use crate::proxy::{self, ProxyError, WorkerHttp};
+use crate::repeats::{self, Repeats};
 use crate::rpc::session::{InvokeFailure, Recycle};
+use crate::trace::TraceContext;
 
 /// Shown for `GET /`, like the platform host's home page (health probes rely on a 200).
 const HOME_PAGE: &str = "<!DOCTYPE html><html><head><title>Sluice</title></head>\
@@ -45,6 +49,30 @@ pub struct Dispatcher {
     /// How long a request waits for the first worker to become ready.
     pub startup_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// `--access-log`: one `access` line per answered request.
+    pub access_log: bool,
+    /// Request-path warnings, folded when the same failure repeats.
+    pub(crate) repeats: Arc<Repeats>,
+    /// `--otlp-endpoint`: request spans exported over OTLP.
+    pub(crate) otlp: Option<otlp::Exporter>,
+}
+
+/// What a request turned out to be, filled in as it is served (for the metrics and the
+/// access log).
+#[derive(Default)]
+struct Routed {
+    function: FunctionName,
+    invocation: Option<uuid::Uuid>,
+    /// Only while exporting spans: the function's route template and the worker.
+    route: Option<String>,
+    worker: Option<String>,
+}
+
+/// One invocation of a routed request.
+struct Call<'a> {
+    function: &'a FunctionInfo,
+    id: uuid::Uuid,
+    trace: &'a TraceContext,
 }
 
 /// A request body that stalls this long between chunks is abandoned (slow client).
@@ -119,6 +147,33 @@ impl InvokeError {
         }
     }
 
+    /// A stable name for the kind of failure, for folding repeated warnings.
+    fn kind(&self) -> &'static str {
+        match self {
+            InvokeError::NotFound => "not_found",
+            InvokeError::Unauthorized => "unauthorized",
+            InvokeError::PayloadTooLarge { .. } => "payload_too_large",
+            InvokeError::BadBody(_) => "bad_body",
+            InvokeError::BodyTimeout(_) => "body_timeout",
+            InvokeError::Throttled(_) => "throttled",
+            InvokeError::OverBudget(_) => "over_budget",
+            InvokeError::Proxy(ProxyError::BodyTooLarge { .. }) => "payload_too_large",
+            InvokeError::Proxy(ProxyError::ClientBody(_)) => "bad_body",
+            InvokeError::Proxy(ProxyError::BodyStalled(_)) => "body_timeout",
+            InvokeError::Proxy(ProxyError::Connect { .. }) => "worker_http_unreachable",
+            InvokeError::Proxy(ProxyError::Forward(_) | ProxyError::BadUri(_)) => "forward_failed",
+            InvokeError::FunctionTimeout { .. } => "function_timeout",
+            InvokeError::Pool(PoolError::NoWorker) => "no_worker",
+            InvokeError::Pool(PoolError::StartupFailed) => "startup_failed",
+            InvokeError::Pool(PoolError::StartupTimeout(_)) => "startup_timeout",
+            InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => "worker_gone",
+            InvokeError::Worker(InvokeFailure::UnknownFunction(_)) => "unknown_function",
+            InvokeError::Worker(InvokeFailure::LoadFailed { .. }) => "load_failed",
+            InvokeError::FunctionFailed { .. } => "function_failed",
+            InvokeError::BadResponse(_) => "bad_response",
+        }
+    }
+
     /// The platform answers 401/404/500 with empty bodies; Sluice's own failures
     /// (overload, lost worker) carry a short reason.
     fn body(&self) -> Bytes {
@@ -178,33 +233,79 @@ impl Dispatcher {
             body_limit: config.body_limit,
             body_budget: BodyBudget::new(config.body_budget),
             startup_timeout: config.startup_timeout,
-            metrics,
+            metrics: metrics.clone(),
+            access_log: config.access_log,
+            repeats: Repeats::start(),
+            otlp: config.otlp_endpoint.as_deref().and_then(|endpoint| {
+                otlp::Exporter::start(endpoint, metrics.clone())
+                    .inspect_err(|e| error!(error = %e, "request spans are not exported"))
+                    .ok()
+            }),
         }
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
+        let wall_start = self.otlp.as_ref().map(|_| SystemTime::now());
         let guard = self.metrics.request_started();
         let method = request.method().clone();
-        let mut function = FunctionName::default();
+        // Cloning a Uri shares its bytes; only the access log needs it.
+        let uri = self.access_log.then(|| request.uri().clone());
+        let mut routed = Routed::default();
+        // Sluice's span for this request: a child of the caller's, if it sent one.
+        let trace = TraceContext::for_request(request.headers());
         // Held until the response is complete: a reload retires this generation's
         // workers only after every request that loaded it is done.
         let generation = self.current.load();
         let response = match &generation.cors {
-            None => self.respond(request, &generation, &mut function).await,
+            None => {
+                self.respond(request, &generation, &trace, &mut routed)
+                    .await
+            }
             Some(cors) => {
-                self.respond_with_cors(cors, request, &generation, &mut function)
+                self.respond_with_cors(cors, request, &generation, &trace, &mut routed)
                     .await
             }
         };
         guard.finish();
+        let Routed {
+            function,
+            invocation,
+            route,
+            worker,
+        } = routed;
+        let status = response.status();
+        if let (Some(exporter), Some(start)) = (&self.otlp, wall_start) {
+            exporter.record(otlp::RequestSpan {
+                trace: trace.clone(),
+                start,
+                end: SystemTime::now(),
+                method: method.clone(),
+                status: status.as_u16(),
+                function: function.clone(),
+                route,
+                invocation,
+                worker,
+            });
+        }
+        let entry = uri.map(|uri| access::Entry {
+            method: method.clone(),
+            uri,
+            started,
+            function: function.clone(),
+            invocation,
+            trace,
+        });
         self.metrics.request_answered(
             function,
             HttpMethod::from(&method),
-            response.status(),
+            status,
             started.elapsed(),
         );
-        response
+        match entry {
+            Some(entry) => entry.log_when_sent(response),
+            None => response,
+        }
     }
 
     /// CORS as the host's middleware does it: a preflight is answered here and reaches no
@@ -215,26 +316,29 @@ impl Dispatcher {
         cors: &CorsPolicy,
         request: Request<Incoming>,
         generation: &Held<'_>,
-        function: &mut FunctionName,
+        trace: &TraceContext,
+        routed: &mut Routed,
     ) -> Response<Body> {
         if let Some(preflight) = cors.preflight(request.method(), request.headers()) {
             debug!(path = request.uri().path(), status = %preflight.status(), "CORS preflight");
             return preflight.map(|()| body::empty());
         }
         let allowed = cors.actual(request.headers());
-        let mut response = self.respond(request, generation, function).await;
+        let mut response = self.respond(request, generation, trace, routed).await;
         if let Some(allowed) = allowed {
             cors.decorate(allowed, response.headers_mut());
         }
         response
     }
 
-    /// The response for one request; `function` is set once the request is routed.
+    /// The response for one request; `routed` is filled in as the request is routed
+    /// and invoked.
     async fn respond(
         &self,
         request: Request<Incoming>,
         generation: &Held<'_>,
-        function: &mut FunctionName,
+        trace: &TraceContext,
+        routed: &mut Routed,
     ) -> Response<Body> {
         if request.uri().path() == "/" && matches!(*request.method(), Method::GET | Method::HEAD) {
             let mut response = Response::new(body::full(Bytes::from_static(HOME_PAGE.as_bytes())));
@@ -247,9 +351,10 @@ impl Dispatcher {
         // Kept for the error log only: cloning a Uri shares its bytes, no copy per request.
         let method = request.method().clone();
         let uri = request.uri().clone();
-        match self.invoke(request, generation, function).await {
+        match self.invoke(request, generation, trace, routed).await {
             Ok(response) => response,
             Err(e) => {
+                let path = uri.path();
                 match &e {
                     InvokeError::FunctionFailed { function, message } => {
                         error!(function = %function, "function failed: {message}")
@@ -260,19 +365,49 @@ impl Dispatcher {
                     }
                     InvokeError::OverBudget(_) => {
                         self.metrics.body_budget_rejected();
-                        warn!(%method, path = uri.path(), error = %e, "request refused")
+                        if self.first_of_its_kind(&e, &routed.function, "request refused") {
+                            warn!(%method, path, error = %e, "request refused")
+                        }
                     }
                     InvokeError::Throttled(_) => {
                         self.metrics.throttled();
-                        debug!(%method, path = uri.path(), error = %e, "request refused")
+                        debug!(%method, path, error = %e, "request refused")
                     }
                     InvokeError::NotFound | InvokeError::Unauthorized => {
-                        debug!(%method, path = uri.path(), error = %e, "request refused")
+                        debug!(%method, path, error = %e, "request refused")
                     }
-                    _ => warn!(%method, path = uri.path(), error = %e, "request failed"),
+                    // Many requests fail alike at once (a worker crashed with all of its
+                    // requests in flight, no worker ready): one line, then a count.
+                    _ => {
+                        if self.first_of_its_kind(&e, &routed.function, "request failed") {
+                            warn!(%method, path, function = %routed.function, error = %e, "request failed")
+                        }
+                    }
                 }
                 e.into_response()
             }
+        }
+    }
+
+    /// `true` for the first failure of this kind on this function in the current
+    /// interval (log it); later ones are counted and reported once per interval.
+    fn first_of_its_kind(
+        &self,
+        error: &InvokeError,
+        function: &FunctionName,
+        message: &'static str,
+    ) -> bool {
+        let key = repeats::Key {
+            kind: error.kind(),
+            function: function.clone(),
+        };
+        self.repeats.first(key, message, tracing::Level::WARN)
+    }
+
+    /// The worker's id, for the exported span (only while exporting).
+    fn note_worker(&self, routed: &mut Routed, lease: &Lease) {
+        if self.otlp.is_some() {
+            routed.worker = Some(lease.session().worker().to_owned());
         }
     }
 
@@ -280,7 +415,8 @@ impl Dispatcher {
         &self,
         request: Request<Incoming>,
         generation: &Held<'_>,
-        routed: &mut FunctionName,
+        trace: &TraceContext,
+        routed: &mut Routed,
     ) -> Result<Response<Body>, InvokeError> {
         let catalog = match generation.catalog.get() {
             Some(c) => c,
@@ -300,7 +436,10 @@ impl Dispatcher {
             return Err(InvokeError::Unauthorized);
         }
         let function = &catalog.functions[hit.index];
-        *routed = FunctionName::of(&function.name);
+        routed.function = FunctionName::of(&function.name);
+        if self.otlp.is_some() {
+            routed.route = Some(function.route.clone());
+        }
         let params = hit.params;
         let waiting = Instant::now();
         let queued = self.metrics.queued();
@@ -312,29 +451,27 @@ impl Dispatcher {
         if declared_length(&parts).is_some_and(|n| n > self.body_limit) {
             return Err(self.too_large());
         }
+        let call = Call {
+            function,
+            id: uuid::Uuid::new_v4(),
+            trace,
+        };
+        routed.invocation = Some(call.id);
         if catalog.streams_http {
             let lease = generation.pool.pick()?;
+            self.note_worker(routed, &lease);
             if let Some(target) = lease.session().http().cloned() {
                 let held = (lease, ticket, generation);
-                return self
-                    .forward(function, params, parts, body, held, target)
-                    .await;
+                return self.forward(&call, params, parts, body, held, target).await;
             }
         }
         // The worker is picked once the body is in: a slow upload holds no worker and does
         // not count as in flight on one.
         let (body, reservation) = self.read_body(&parts, body).await?;
         let lease = generation.pool.pick()?;
+        self.note_worker(routed, &lease);
         let rpc_http = convert::to_rpc_http(&parts, body, params);
-        let response = self
-            .run(
-                generation,
-                function,
-                &lease,
-                uuid::Uuid::new_v4().to_string(),
-                rpc_http,
-            )
-            .await?;
+        let response = self.run(generation, &call, &lease, rpc_http).await?;
         // The request body (and its encoded copy) are gone once the worker answered.
         drop((lease, reservation));
         Ok(convert::to_response(response, &function.output)?)
@@ -342,31 +479,27 @@ impl Dispatcher {
 
     /// An http-v2 function: the raw request is forwarded to the worker's HTTP server
     /// while the InvocationRequest (route parameters only) goes over gRPC; the worker's
-    /// response streams back once both have answered, as the platform does.
+    /// response streams back once both have answered, as the platform does. Both carry
+    /// the same trace context (the forwarded `traceparent` is Sluice's span).
     async fn forward(
         &self,
-        function: &FunctionInfo,
+        call: &Call<'_>,
         params: Vec<(String, String)>,
-        parts: http::request::Parts,
+        mut parts: http::request::Parts,
         body: Incoming,
         (lease, ticket, generation): (Lease, Ticket, &Held<'_>),
         target: WorkerHttp,
     ) -> Result<Response<Body>, InvokeError> {
-        let invocation_id = uuid::Uuid::new_v4().to_string();
+        let invocation_id = call.id.to_string();
         let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
+        call.trace.inject(&mut parts.headers);
         let forwarded = async {
             let body = IdleTimeout::new(Limited::new(body, limit), BODY_IDLE_TIMEOUT);
             Ok::<_, InvokeError>(
                 proxy::forward(&target, &invocation_id, parts, body, self.body_limit).await?,
             )
         };
-        let invoked = self.run(
-            generation,
-            function,
-            &lease,
-            invocation_id.clone(),
-            convert::route_params_only(params),
-        );
+        let invoked = self.run(generation, call, &lease, convert::route_params_only(params));
         // A failure on either side ends the request at once: a function that raised
         // never completes the HTTP side, and a failed forward leaves the function waiting.
         let (response, _) = tokio::try_join!(forwarded, invoked)?;
@@ -384,20 +517,23 @@ impl Dispatcher {
     async fn run(
         &self,
         generation: &Generation,
-        function: &FunctionInfo,
+        call: &Call<'_>,
         lease: &Lease,
-        invocation_id: String,
         rpc_http: crate::proto::RpcHttp,
     ) -> Result<InvocationResponse, InvokeError> {
+        let function = call.function;
+        let invocation_id = call.id.to_string();
         let input = vec![ParameterBinding {
             name: function.trigger_param.clone(),
             rpc_data: Some(RpcData::Data(TypedData {
                 data: Some(Data::Http(Box::new(rpc_http))),
             })),
         }];
-        let invocation = lease
-            .session()
-            .invoke_as(invocation_id, &function.name, input);
+        let trace_context = call.trace.to_rpc(&invocation_id);
+        let invocation =
+            lease
+                .session()
+                .invoke_as(invocation_id, &function.name, input, Some(trace_context));
         let invoked = Instant::now();
         let outcome = match generation.function_timeout {
             None => Ok(invocation.await),

@@ -19,7 +19,11 @@
 //! - [`budget`]: the body budget (request bodies held in memory at once; 503 beyond it).
 //! - [`cors`]: the CORS policy (preflight answers, allow-origin headers); pure.
 //! - [`dispatch`]: route → auth → pool → rpc for one request; maps every failure to one status.
+//! - [`access`]: the opt-in access log, one line per answered request.
+//! - [`otlp`]: opt-in OTLP export of Sluice's request spans (bounded queue, background batches).
+//! - [`repeats`]: repeated request-path warnings folded into one line and a count per interval.
 //! - [`convert`]: every HTTP ⇄ `RpcHttp` conversion.
+//! - [`trace`]: W3C trace context: Sluice's span for a request, a child of the caller's.
 //! - [`proxy`]: http-v2 apps: the raw request forwarded to the worker's own HTTP server,
 //!   its response streamed back.
 //! - [`body`]: the response body type (bytes in memory, or a relayed stream).
@@ -31,8 +35,10 @@
 //! - [`worker_config`]: a worker described the platform way (`--worker-config`).
 //! - [`proto`]: the generated wire types.
 //! - [`metrics`]: every Prometheus family, registered in one place; components only write to it.
+//! - [`logging`]: the log output (text or JSON lines; colours only on a terminal).
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz` (never the public port).
 
+mod access;
 pub mod admin;
 pub mod admission;
 pub mod app;
@@ -48,16 +54,20 @@ pub mod generation;
 pub mod http;
 pub mod keys;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
+pub(crate) mod otlp;
 pub mod placeholder;
 pub mod pool;
 pub mod proto;
 pub mod proxy;
 pub mod python;
 pub mod reload;
+pub(crate) mod repeats;
 pub mod router;
 pub mod rpc;
 pub mod serve;
 pub mod supervisor;
+pub mod trace;
 pub mod watch;
 pub mod worker_config;

@@ -1,34 +1,39 @@
-//! The `sluice` command: parses the command line, sets up logging, resolves the
-//! configuration and runs the chosen subcommand; maps the outcome to an exit code.
+//! The `sluice` command: parses the command line, resolves the configuration, sets up
+//! logging and runs the chosen subcommand; maps the outcome to an exit code.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice::config::{Cli, Command, ServeConfig};
-use tracing_subscriber::EnvFilter;
+use sluice::config::{Cli, Command, LogFormat, ServeConfig};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let env = |k: &str| std::env::var(k).ok();
-    let result = match cli.command {
-        Command::Serve(args) => ServeConfig::resolve(args, &env)
+    // The configuration names the log format, so it is resolved first (it logs nothing);
+    // a configuration that does not resolve is reported in the default format.
+    let (args, check) = match cli.command {
+        Command::Serve(args) => (*args, false),
+        Command::Check(args) => (args.into(), true),
+    };
+    let resolved = ServeConfig::resolve(args, &env);
+    let format = resolved
+        .as_ref()
+        .map_or(LogFormat::default(), |c| c.log_format);
+    sluice::logging::init(format, env("SLUICE_LOG").as_deref());
+    let result = match (resolved, check) {
+        (Err(e), _) => Err(anyhow::Error::from(e)),
+        (Ok(config), false) => runtime(config.threads.get())
             .map_err(anyhow::Error::from)
-            .and_then(|config| {
-                runtime(config.threads.get())?
+            .and_then(|runtime| {
+                runtime
                     .block_on(sluice::serve::run(config))
                     .map_err(Into::into)
             })
             .map(|()| ExitCode::SUCCESS),
-        Command::Check(args) => ServeConfig::resolve(args.into(), &env)
+        (Ok(config), true) => runtime(config.threads.get())
             .map_err(anyhow::Error::from)
-            .and_then(|config| {
-                runtime(config.threads.get())?
+            .and_then(|runtime| {
+                runtime
                     .block_on(sluice::check::run(config))
                     .map_err(Into::into)
             })

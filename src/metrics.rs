@@ -44,6 +44,12 @@ impl FunctionName {
     }
 }
 
+impl std::fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_deref().unwrap_or("-"))
+    }
+}
+
 impl EncodeLabelValue for FunctionName {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         encoder.write_str(self.0.as_deref().unwrap_or("-"))
@@ -166,6 +172,29 @@ impl EncodeLabelValue for RestartReason {
     }
 }
 
+/// Why a request span was not exported over OTLP.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum SpanDrop {
+    /// The export queue was full (the collector is slow or down).
+    QueueFull,
+    /// The collector did not take the batch.
+    ExportFailed,
+}
+
+impl EncodeLabelValue for SpanDrop {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            SpanDrop::QueueFull => "queue_full",
+            SpanDrop::ExportFailed => "export_failed",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpanDropLabels {
+    pub reason: SpanDrop,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub function: FunctionName,
@@ -236,6 +265,8 @@ pub struct Metrics {
     workers_starting: Gauge,
     workers_ready: Gauge,
     worker_restarts: Family<RestartLabels, Counter>,
+    spans_exported: Counter,
+    spans_dropped: Family<SpanDropLabels, Counter>,
     rpc: RpcTraffic,
     cold_start: Gauge<f64, AtomicU64>,
     runtime_info: Family<RuntimeLabels, Gauge>,
@@ -283,6 +314,8 @@ impl Metrics {
             workers_starting,
             workers_ready,
             worker_restarts,
+            spans_exported: Counter::default(),
+            spans_dropped: Family::default(),
             rpc: RpcTraffic::default(),
             cold_start: Gauge::default(),
             runtime_info: Family::default(),
@@ -358,6 +391,19 @@ impl Metrics {
             "sluice_worker_restarts",
             "New worker starts needed, by reason",
             m.worker_restarts.clone(),
+        );
+        r.register(
+            "sluice_trace_spans_exported",
+            "Request spans the OTLP collector accepted",
+            m.spans_exported.clone(),
+        );
+        for reason in [SpanDrop::QueueFull, SpanDrop::ExportFailed] {
+            let _ = m.spans_dropped.get_or_create(&SpanDropLabels { reason });
+        }
+        r.register(
+            "sluice_trace_spans_dropped",
+            "Request spans not exported over OTLP (queue full: the collector is slow or down; export failed)",
+            m.spans_dropped.clone(),
         );
         // Named as the dashboards know them (no UNIT metadata: the unit is in the middle).
         r.register(
@@ -484,6 +530,16 @@ impl Metrics {
         self.worker_restarts
             .get_or_create(&RestartLabels { reason })
             .inc();
+    }
+
+    pub fn spans_exported(&self, count: u64) {
+        self.spans_exported.inc_by(count);
+    }
+
+    pub fn span_dropped(&self, reason: SpanDrop, count: u64) {
+        self.spans_dropped
+            .get_or_create(&SpanDropLabels { reason })
+            .inc_by(count);
     }
 
     /// The EventStream byte counters, for the rpc sessions.

@@ -23,9 +23,10 @@ use crate::dispatch::Dispatcher;
 use crate::generation::{Current, Generation};
 use crate::keys::KeyStore;
 use crate::lifecycle::{Running, StartError, Workers};
-use crate::metrics::Metrics;
+use crate::metrics::{FunctionName, Metrics};
 use crate::pool::Pool;
 use crate::python::{self, PythonInfo};
+use crate::repeats::{self, Repeats};
 use crate::rpc::Initialised;
 use crate::supervisor::WorkerProcess;
 
@@ -69,6 +70,9 @@ impl AssignError {
 
 type Idle = Vec<(WorkerProcess, Initialised)>;
 
+/// The log line for a request before assignment.
+const NOT_ASSIGNED: &str = "503: no app assigned yet";
+
 /// The placeholder workers and, once assigned, the dispatcher of the assigned app.
 pub struct Placeholder {
     config: ServeConfig,
@@ -85,6 +89,8 @@ pub struct Placeholder {
     /// One assignment at a time; `Some` once one succeeded.
     assigned: tokio::sync::Mutex<Option<PathBuf>>,
     slots: Mutex<JoinSet<()>>,
+    /// The unassigned 503s, one line and then a count per interval.
+    repeats: Arc<Repeats>,
 }
 
 impl Placeholder {
@@ -106,6 +112,7 @@ impl Placeholder {
             dispatcher: RwLock::new(None),
             assigned: tokio::sync::Mutex::new(None),
             slots: Mutex::new(JoinSet::new()),
+            repeats: Repeats::start(),
         })
     }
 
@@ -147,7 +154,13 @@ impl Placeholder {
         match current {
             Some(dispatcher) => dispatcher.handle(request).await,
             None => {
-                info!(method = %request.method(), path = %request.uri().path(), "503: no app assigned yet");
+                let key = repeats::Key {
+                    kind: "no_app_assigned",
+                    function: FunctionName::default(),
+                };
+                if self.repeats.first(key, NOT_ASSIGNED, tracing::Level::INFO) {
+                    info!(method = %request.method(), path = %request.uri().path(), "{NOT_ASSIGNED}");
+                }
                 let mut response =
                     Response::new(body::full(Bytes::from_static(b"no app assigned yet\n")));
                 *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;

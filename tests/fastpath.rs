@@ -20,7 +20,11 @@ fn app(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// `(method, path, body)`; every request also carries an `x-one` header.
+/// A client's W3C trace context, sent with every request.
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+/// `(method, path, body)`; every request also carries an `x-one` header and a
+/// `traceparent`.
 const REQUESTS: &[(&str, &str, &str)] = &[
     ("GET", "/api/hello", ""),
     ("GET", "/api/hello?name=Sluice", ""),
@@ -44,6 +48,8 @@ async fn answer(sluice: &Sluice, method: &str, path: &str, body: &str) -> anyhow
     let response = client()
         .request(Method::from_bytes(method.as_bytes())?, sluice.url(path))
         .header("x-one", "1")
+        .header("traceparent", TRACEPARENT)
+        .header("tracestate", "congo=t61rcWkgMzE")
         .body(body.to_owned())
         .send()
         .await
@@ -101,6 +107,15 @@ async fn both_paths_answer_alike(app_name: &str, runtime: &str) -> anyhow::Resul
     assert!(answers[1].starts_with("200 OK") && answers[1].ends_with("Hello, Sluice!"));
     assert!(answers[7].contains("set-cookie: a=1"), "{}", answers[7]);
     assert!(answers[8].starts_with("500"), "{}", answers[8]);
+    // The trace context reached the function on both paths.
+    for needle in [
+        r#""trace_id": "0af7651916cd43dd8448eb211c80319c""#,
+        r#""span_id_ok": true"#,
+        r#""trace_state": "congo=t61rcWkgMzE""#,
+        r#""invocation_attribute_ok": true"#,
+    ] {
+        assert!(answers[12].contains(needle), "{needle}: {}", answers[12]);
+    }
 
     // Failures and user logs reach Sluice's log the same way.
     for needle in [

@@ -32,6 +32,9 @@ pub struct FileConfig {
     pub cors: Option<String>,
     pub cors_credentials: Option<bool>,
     pub watch: Option<bool>,
+    pub log_format: Option<super::LogFormat>,
+    pub access_log: Option<bool>,
+    pub otlp_endpoint: Option<String>,
 }
 
 impl FileConfig {
@@ -85,6 +88,8 @@ mod tests {
         );
         assert_eq!(documented.io, Some(super::super::IoMode::default()));
         assert_eq!(documented.watch, Some(false));
+        assert_eq!(documented.log_format, Some(super::super::LogFormat::Text));
+        assert_eq!(documented.access_log, Some(false));
     }
 
     #[test]

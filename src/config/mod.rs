@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::logging::LogFormat;
+
 pub mod file;
 pub mod local_settings;
 
@@ -45,7 +47,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the function app in APP_DIR.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Resolve everything `serve` would (Python, runtime, functions, routes) and report it.
     Check(CheckArgs),
 }
@@ -98,6 +100,9 @@ impl From<CheckArgs> for ServeArgs {
             cors: None,
             cors_credentials: false,
             watch: false,
+            log_format: None,
+            access_log: false,
+            otlp_endpoint: None,
         }
     }
 }
@@ -170,6 +175,18 @@ pub struct ServeArgs {
     /// host.json, requirements.txt, local.settings.json); new workers take over once ready.
     #[arg(long, conflicts_with = "placeholder")]
     pub watch: bool,
+    /// Log lines as `text` (human-readable, values quoted where needed) or `json` (one
+    /// object per line) [default: text; env SLUICE_LOG_FORMAT].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// One log line per answered request (target `access`): method, path without the
+    /// query, status, duration, function, invocation id, bytes, trace id.
+    #[arg(long)]
+    pub access_log: bool,
+    /// Export Sluice's request spans over OTLP/gRPC to this collector, e.g.
+    /// http://127.0.0.1:4317 [default: off; env OTEL_EXPORTER_OTLP_ENDPOINT].
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How the HTTP front end does socket I/O (`--io`).
@@ -245,6 +262,11 @@ pub struct ServeConfig {
     pub simulate_uring_failure: bool,
     /// `--placeholder`: `app_dir` is an empty placeholder directory until assignment.
     pub placeholder: bool,
+    pub log_format: LogFormat,
+    /// `--access-log`: one `access` line per answered request.
+    pub access_log: bool,
+    /// OTLP/gRPC collector for Sluice's request spans (`http://host:port`); `None` = off.
+    pub otlp_endpoint: Option<String>,
     /// The app's settings from local.settings.json.
     pub app_settings: AppSettings,
     /// CORS answered by Sluice; `None` = no CORS (responses unchanged).
@@ -558,7 +580,27 @@ impl ServeConfig {
                 });
             }
         };
+        let log_format = match args.log_format {
+            Some(format) => format,
+            None => match env("SLUICE_LOG_FORMAT") {
+                Some(v) => parse_log_format(v)?,
+                None => file.log_format.unwrap_or_default(),
+            },
+        };
+        let otlp_endpoint = match args.otlp_endpoint {
+            Some(url) => Some(check_otlp_endpoint("--otlp-endpoint", url)?),
+            None => match env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty()) {
+                Some(url) => Some(check_otlp_endpoint("OTEL_EXPORTER_OTLP_ENDPOINT", url)?),
+                None => match file.otlp_endpoint {
+                    Some(url) => Some(check_otlp_endpoint("otlp_endpoint (config file)", url)?),
+                    None => None,
+                },
+            },
+        };
         Ok(ServeConfig {
+            otlp_endpoint,
+            log_format,
+            access_log: args.access_log || file.access_log == Some(true),
             io: args.io.or(file.io).unwrap_or_default(),
             threads,
             simulate_uring_failure,
@@ -686,6 +728,33 @@ impl CorsSources {
             .map(Some)
             .map_err(|source| ConfigError::Cors { from, source })
     }
+}
+
+/// An OTLP/gRPC endpoint Sluice can reach without TLS: `http://host:port`.
+fn check_otlp_endpoint(name: &'static str, value: String) -> Result<String, ConfigError> {
+    let url = value.trim().trim_end_matches('/').to_owned();
+    let ok = url
+        .parse::<http::Uri>()
+        .is_ok_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+    if ok {
+        Ok(url)
+    } else {
+        Err(ConfigError::BadSetting {
+            name,
+            value,
+            reason: "must be an http://host:port URL (OTLP over gRPC without TLS, e.g. a collector on the same host)".into(),
+        })
+    }
+}
+
+fn parse_log_format(value: String) -> Result<LogFormat, ConfigError> {
+    <LogFormat as clap::ValueEnum>::from_str(value.trim(), true).map_err(|_| {
+        ConfigError::BadSetting {
+            name: "SLUICE_LOG_FORMAT",
+            value,
+            reason: "must be `text` or `json`".into(),
+        }
+    })
 }
 
 fn parse_bytes(name: &'static str, value: String) -> Result<u64, ConfigError> {

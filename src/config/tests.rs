@@ -22,6 +22,9 @@ fn args(dir: &Path) -> ServeArgs {
         cors: None,
         cors_credentials: false,
         watch: false,
+        log_format: None,
+        access_log: false,
+        otlp_endpoint: None,
     }
 }
 
@@ -60,6 +63,64 @@ fn watch_comes_from_the_flag_or_the_file_and_not_with_a_placeholder() {
     let _ = std::fs::remove_dir(
         std::env::temp_dir().join(format!("sluice-placeholder-{}", std::process::id())),
     );
+}
+
+#[test]
+fn otlp_endpoint_from_flag_environment_or_file_must_be_plain_http() {
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cfg = ServeConfig::resolve(args(&dir), &|_| None).expect("valid");
+    assert_eq!(cfg.otlp_endpoint, None);
+    let env =
+        |k: &str| (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://127.0.0.1:4317/".to_owned());
+    let cfg = ServeConfig::resolve(args(&dir), &env).expect("valid");
+    assert_eq!(cfg.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+    let mut flag = args(&dir);
+    flag.otlp_endpoint = Some("http://collector:4317".into());
+    let cfg = ServeConfig::resolve(flag, &env).expect("valid");
+    assert_eq!(cfg.otlp_endpoint.as_deref(), Some("http://collector:4317"));
+    for bad in ["https://collector:4317", "collector:4317", "nonsense"] {
+        let mut flag = args(&dir);
+        flag.otlp_endpoint = Some(bad.into());
+        assert!(
+            matches!(
+                ServeConfig::resolve(flag, &|_| None),
+                Err(ConfigError::BadSetting {
+                    name: "--otlp-endpoint",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn log_format_and_access_log_sources() {
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let cfg = ServeConfig::resolve(args(&dir), &|_| None).expect("valid");
+    assert_eq!((cfg.log_format, cfg.access_log), (LogFormat::Text, false));
+
+    let json = |k: &str| (k == "SLUICE_LOG_FORMAT").then(|| "JSON".to_owned());
+    let cfg = ServeConfig::resolve(args(&dir), &json).expect("valid");
+    assert_eq!(cfg.log_format, LogFormat::Json);
+    let mut flag = args(&dir);
+    flag.log_format = Some(LogFormat::Text);
+    flag.access_log = true;
+    let cfg = ServeConfig::resolve(flag, &json).expect("valid");
+    assert_eq!((cfg.log_format, cfg.access_log), (LogFormat::Text, true));
+
+    let bad = |k: &str| (k == "SLUICE_LOG_FORMAT").then(|| "xml".to_owned());
+    assert!(matches!(
+        ServeConfig::resolve(args(&dir), &bad),
+        Err(ConfigError::BadSetting {
+            name: "SLUICE_LOG_FORMAT",
+            ..
+        })
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -185,7 +246,7 @@ fn admin_listener_defaults_to_loopback_9091() {
     let Command::Serve(serve) = cli.command else {
         panic!("serve subcommand")
     };
-    let cfg = ServeConfig::resolve(serve, &|_| None).expect("valid");
+    let cfg = ServeConfig::resolve(*serve, &|_| None).expect("valid");
     assert_eq!(cfg.admin, "127.0.0.1:9091".parse().expect("literal"));
     let cli = Cli::try_parse_from([
         "sluice",
@@ -200,7 +261,7 @@ fn admin_listener_defaults_to_loopback_9091() {
     let Command::Serve(serve) = cli.command else {
         panic!("serve subcommand")
     };
-    let cfg = ServeConfig::resolve(serve, &|_| None).expect("valid");
+    let cfg = ServeConfig::resolve(*serve, &|_| None).expect("valid");
     assert_eq!(cfg.admin, "0.0.0.0:0".parse().expect("literal"));
 }
 

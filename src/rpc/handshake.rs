@@ -14,16 +14,17 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 use tracing::{debug, error, info, warn};
 
+use super::capabilities::Capabilities;
 use super::session::{FunctionMeta, RuntimeInfo, Session, print_log};
 use super::{Connection, RpcError};
 use crate::metrics::RpcTraffic;
+use crate::proto::function_environment_reload_response::CapabilitiesUpdateStrategy;
 use crate::proto::status_result::Status as RpcStatus;
 use crate::proto::streaming_message::Content;
 use crate::proto::{
     FunctionLoadRequest, FunctionsMetadataRequest, StatusResult, StreamingMessage,
     WorkerInitRequest,
 };
-use crate::proxy::WorkerHttp;
 
 /// Worker extensions are reported once per Sluice process, not once per worker.
 static WARNED_EXTENSIONS: AtomicBool = AtomicBool::new(false);
@@ -50,8 +51,7 @@ pub struct Initialised {
     pub(super) inbound: Streaming<StreamingMessage>,
     pub(super) outbound: mpsc::Sender<Result<StreamingMessage, Status>>,
     pub(super) runtime: RuntimeInfo,
-    pub(super) answers_pings: bool,
-    pub(super) http: Option<WorkerHttp>,
+    pub(super) capabilities: Capabilities,
     pub(super) traffic: RpcTraffic,
     pub(super) step_timeout: Duration,
 }
@@ -65,8 +65,7 @@ impl Initialised {
             inbound,
             outbound,
             runtime: RuntimeInfo::default(),
-            answers_pings: false,
-            http: None,
+            capabilities: Capabilities::default(),
             traffic: hs.traffic.clone(),
             step_timeout: hs.step_timeout,
         };
@@ -88,8 +87,7 @@ impl Initialised {
             unreachable_reply(&worker)?
         };
         check(&worker, "to initialise", init.result.as_ref())?;
-        this.answers_pings = init.capabilities.contains_key("WorkerStatus");
-        this.set_http(&init.capabilities)?;
+        this.update_capabilities(&init.capabilities, CapabilitiesUpdateStrategy::Replace)?;
         this.runtime = RuntimeInfo::reported(init.worker_metadata.as_ref());
         info!(
             worker = %worker,
@@ -97,6 +95,7 @@ impl Initialised {
             runtime = %this.runtime.package,
             runtime_version = %this.runtime.version,
             source = %this.runtime.source,
+            opentelemetry = this.capabilities.opentelemetry,
             "worker initialised"
         );
         this.warn_about_runtime();
@@ -117,19 +116,24 @@ impl Initialised {
         }
     }
 
-    /// Reads `HttpUri` from the worker's capabilities (WorkerInit, or an environment
-    /// reload that made the app http-v2).
-    pub(super) fn set_http(
+    /// Applies the capabilities of WorkerInit (which replace the defaults) or of an
+    /// environment reload (merged or replacing, as the worker says).
+    pub(super) fn update_capabilities(
         &mut self,
-        capabilities: &HashMap<String, String>,
+        reported: &HashMap<String, String>,
+        strategy: CapabilitiesUpdateStrategy,
     ) -> Result<(), RpcError> {
-        let http = WorkerHttp::from_capabilities(capabilities).map_err(|e| RpcError::Protocol {
-            worker: self.worker.clone(),
-            reason: e.to_string(),
-        })?;
-        if let Some(http) = http {
+        let before = self.capabilities.http.clone();
+        self.capabilities
+            .update(reported, strategy)
+            .map_err(|e| RpcError::Protocol {
+                worker: self.worker.clone(),
+                reason: e.to_string(),
+            })?;
+        if let Some(http) = &self.capabilities.http
+            && before.as_ref() != Some(http)
+        {
             info!(worker = %self.worker, uri = %http.authority(), "the app streams HTTP (http-v2): requests are forwarded to the worker's HTTP server");
-            self.http = Some(http);
         }
         Ok(())
     }

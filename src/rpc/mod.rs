@@ -3,6 +3,7 @@
 //! the platform's start-up handshake and correlates invocations by id.
 //! Knows nothing about HTTP routing; HTTP ⇄ RpcHttp conversion lives in `convert`.
 
+mod capabilities;
 mod handshake;
 mod reload;
 pub mod server;

@@ -46,12 +46,12 @@ impl Initialised {
             "to load the assigned app",
             reloaded.result.as_ref(),
         )?;
-        // Merge (the platform's default strategy): a capability the reload does not
-        // mention stays as init reported it.
-        self.set_http(&reloaded.capabilities)?;
-        if reloaded.capabilities.contains_key("WorkerStatus") {
-            self.answers_pings = true;
-        }
+        // Merge (the default): a capability the reload does not mention stays as init
+        // reported it; replace: only the reload's capabilities apply.
+        self.update_capabilities(
+            &reloaded.capabilities,
+            reloaded.capabilities_update_strategy(),
+        )?;
         if reloaded.worker_metadata.is_some() {
             self.runtime = RuntimeInfo::reported(reloaded.worker_metadata.as_ref());
         }

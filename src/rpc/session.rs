@@ -19,7 +19,7 @@ use crate::proto::rpc_log::{Level, RpcLogCategory};
 use crate::proto::streaming_message::Content;
 use crate::proto::{
     InvocationRequest, InvocationResponse, ParameterBinding, RpcFunctionMetadata, RpcLog,
-    StreamingMessage, WorkerStatusRequest,
+    RpcTraceContext, StreamingMessage, WorkerStatusRequest,
 };
 use crate::proxy::WorkerHttp;
 
@@ -259,17 +259,18 @@ impl Session {
         function: &Arc<str>,
         input_data: Vec<ParameterBinding>,
     ) -> Result<InvocationResponse, InvokeFailure> {
-        self.invoke_as(uuid::Uuid::new_v4().to_string(), function, input_data)
+        self.invoke_as(uuid::Uuid::new_v4().to_string(), function, input_data, None)
             .await
     }
 
     /// [`Session::invoke`] under an id the caller chose (a forwarded http-v2 request
-    /// carries it in `x-ms-invocation-id`).
+    /// carries it in `x-ms-invocation-id`), with the request's trace context.
     pub async fn invoke_as(
         &self,
         invocation_id: String,
         function: &Arc<str>,
         input_data: Vec<ParameterBinding>,
+        trace_context: Option<RpcTraceContext>,
     ) -> Result<InvocationResponse, InvokeFailure> {
         let function_id = self
             .function_ids
@@ -305,6 +306,7 @@ impl Session {
                 invocation_id: invocation_id.clone(),
                 function_id: function_id.clone(),
                 input_data,
+                trace_context,
                 ..Default::default()
             })),
         };
@@ -349,8 +351,7 @@ impl Session {
             inbound,
             outbound,
             runtime,
-            answers_pings,
-            http,
+            capabilities,
             traffic,
             ..
         } = init;
@@ -374,8 +375,8 @@ impl Session {
             pending,
             answered: std::sync::atomic::AtomicU64::new(0),
             pings,
-            answers_pings,
-            http,
+            answers_pings: capabilities.answers_pings,
+            http: capabilities.http,
             closed,
             traffic,
             recycle: Mutex::new(None),
@@ -485,7 +486,7 @@ pub(super) fn print_log(worker: &str, function: Option<&str>, log: &RpcLog) {
     let level = Level::try_from(log.level).unwrap_or(Level::Information);
     macro_rules! emit {
         ($mac:ident) => {
-            $mac!(target: "function", worker, function, invocation, logger = %log.category, "{text}")
+            $mac!(target: "function", worker, function, invocation_id = invocation, logger = %log.category, "{text}")
         };
     }
     match level {

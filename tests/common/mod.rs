@@ -29,6 +29,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Output lines of the child, shared with the reader tasks.
 type Lines = Arc<Mutex<Vec<String>>>;
 
+/// ESC bytes (0x1b) the child wrote, counted before lines are stripped of ANSI sequences.
+type Escapes = Arc<std::sync::atomic::AtomicUsize>;
+
 /// The example app in `examples/hello`.
 pub fn hello_app() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello")
@@ -89,6 +92,7 @@ impl Options {
 pub struct Sluice {
     child: Child,
     lines: Lines,
+    escapes: Escapes,
     readers: Vec<JoinHandle<()>>,
     addr: Option<SocketAddr>,
 }
@@ -115,6 +119,16 @@ impl Sluice {
     /// `base_url()` + `path` (which starts with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url())
+    }
+
+    /// ESC bytes in the raw output so far (lines are stored with ANSI sequences removed).
+    pub fn escape_bytes(&self) -> usize {
+        self.escapes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every output line so far.
+    pub fn output_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
     }
 
     /// Whether any output line so far contains `needle`.
@@ -211,7 +225,12 @@ impl Sluice {
 }
 
 /// Reads `stream` line by line into `lines`, echoing each line to the test's stderr.
-async fn collect_lines(stream: impl AsyncRead + Unpin, label: &'static str, lines: Lines) {
+async fn collect_lines(
+    stream: impl AsyncRead + Unpin,
+    label: &'static str,
+    lines: Lines,
+    escapes: Escapes,
+) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {
@@ -219,6 +238,8 @@ async fn collect_lines(stream: impl AsyncRead + Unpin, label: &'static str, line
         match reader.read_until(b'\n', &mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {
+                let esc = buf.iter().filter(|&&b| b == 0x1b).count();
+                escapes.fetch_add(esc, std::sync::atomic::Ordering::Relaxed);
                 let line = strip_ansi(String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']));
                 eprintln!("[sluice {label}] {line}");
                 lines.lock().unwrap().push(line);
@@ -247,9 +268,14 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-/// Finds `addr=IP:PORT` (optionally quoted) in a log line.
+/// Finds `addr=IP:PORT` (optionally quoted) in a text log line, or `"addr":"IP:PORT"` in
+/// a JSON one.
 fn parse_addr(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("addr=")? + "addr=".len()..];
+    let (at, key) = match line.find("addr=") {
+        Some(at) => (at, "addr="),
+        None => (line.find("\"addr\":")?, "\"addr\":"),
+    };
+    let rest = &line[at + key.len()..];
     let rest = rest.trim_start_matches('"');
     let end = rest
         .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
@@ -371,6 +397,10 @@ mod tests {
             Some(want)
         );
         assert_eq!(parse_addr("INFO listening"), None);
+        assert_eq!(
+            parse_addr(r#"{"message":"listening","addr":"127.0.0.1:40123","workers":1}"#),
+            Some(want)
+        );
     }
 
     #[test]
@@ -392,6 +422,8 @@ mod tests {
 pub struct Extras {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Variables the child must not inherit (`NO_COLOR`, set by default, included).
+    pub env_remove: Vec<String>,
 }
 
 impl Extras {
@@ -402,6 +434,11 @@ impl Extras {
 
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn env_remove(mut self, key: impl Into<String>) -> Self {
+        self.env_remove.push(key.into());
         self
     }
 }
@@ -443,8 +480,11 @@ impl Sluice {
             command.args(["--io", &io]);
         }
         command.args(&extras.args);
+        command.env("NO_COLOR", "1");
+        for key in &extras.env_remove {
+            command.env_remove(key);
+        }
         command
-            .env("NO_COLOR", "1")
             .envs(extras.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -452,15 +492,27 @@ impl Sluice {
             .kill_on_drop(true);
         let mut child = command.spawn().context("spawning the sluice binary")?;
         let lines = Lines::default();
+        let escapes = Escapes::default();
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let readers = vec![
-            tokio::spawn(collect_lines(stdout, "stdout", lines.clone())),
-            tokio::spawn(collect_lines(stderr, "stderr", lines.clone())),
+            tokio::spawn(collect_lines(
+                stdout,
+                "stdout",
+                lines.clone(),
+                escapes.clone(),
+            )),
+            tokio::spawn(collect_lines(
+                stderr,
+                "stderr",
+                lines.clone(),
+                escapes.clone(),
+            )),
         ];
         Ok(Self {
             child,
             lines,
+            escapes,
             readers,
             addr: None,
         })

@@ -95,6 +95,23 @@ def route_http_server_logs() -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 
 
+def complete_opentelemetry_setup(runtime) -> None:
+    """With PYTHON_ENABLE_OPENTELEMETRY=true (and no Azure Monitor), runtime libraries before
+    azure-functions-runtime 1.3.0 (the bundled 1.2.1; v1 1.1.0) mark OpenTelemetry as
+    available but never import the W3C propagator (only the Azure Monitor path does), so
+    every invocation would fail in `configure_opentelemetry` with "'NoneType' object has no
+    attribute 'extract'" before the function runs. Import it the runtime's own way, once,
+    when it is missing (1.3.0 does it itself: then nothing happens here)."""
+    otel = sys.modules.get(runtime.__name__ + ".otel")
+    manager = getattr(otel, "otel_manager", None)
+    try:
+        if (manager is not None and manager.get_otel_libs_available()
+                and manager.get_trace_context_propagator() is None):
+            otel.update_opentelemetry_status()
+    except AttributeError:  # a runtime laid out otherwise: it sets itself up
+        pass
+
+
 def _failure(exc: BaseException):
     return protos.StatusResult(
         status=protos.StatusResult.Failure,
@@ -169,6 +186,7 @@ class Dispatcher:
         if extensions:
             response.worker_metadata.custom_properties["sluice.worker_extensions"] = extensions
         if response.result.status == protos.StatusResult.Success:
+            complete_opentelemetry_setup(self._runtime)
             self._runtime.start_threadpool_executor()
             self._fastpath = fastpath.FastPath.load(self._runtime, self._transport)
         if "HttpUri" in response.capabilities:
@@ -233,6 +251,7 @@ class Dispatcher:
         response = await self._runtime.function_environment_reload_request(
             self._wrap("function_environment_reload_request", message))
         if response.result.status == protos.StatusResult.Success:
+            complete_opentelemetry_setup(self._runtime)
             self._runtime.start_threadpool_executor()
             self._fastpath = fastpath.FastPath.load(self._runtime, self._transport)
             response.worker_metadata.custom_properties.update(self._runtime_info)

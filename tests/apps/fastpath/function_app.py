@@ -79,7 +79,13 @@ def context(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
         "function_name": context.function_name,
         "invocation_id_ok": len(context.invocation_id) == 36,
         "thread_invocation_id_ok": context.thread_local_storage.invocation_id == context.invocation_id,
-        "trace_parent": context.trace_context.trace_parent,
+        # Sluice's span is new per request: its trace id (the client's) and the tracestate
+        # are what both paths must carry alike.
+        "trace_id": context.trace_context.trace_parent.split("-")[1],
+        "span_id_ok": len(context.trace_context.trace_parent.split("-")[2]) == 16,
+        "trace_state": context.trace_context.trace_state,
+        "invocation_attribute_ok": (context.trace_context.attributes.get("faas.invocation_id")
+                                    == context.invocation_id),
         "retry_count": context.retry_context.retry_count,
         "max_retry_count": context.retry_context.max_retry_count,
     }

@@ -4,6 +4,7 @@ StreamingResponse; Sluice forwards the raw HTTP request to the worker's own serv
 
 import asyncio
 import hashlib
+import json
 import os
 
 import azure.functions as func
@@ -69,3 +70,14 @@ async def item(req: Request) -> StreamingResponse:
 @app.route(route="boom", methods=[func.HttpMethod.GET])
 async def boom(req: Request) -> StreamingResponse:
     raise RuntimeError("boom")
+
+
+@app.route(route="trace_headers", methods=[func.HttpMethod.GET])
+async def trace_headers(req: Request) -> StreamingResponse:
+    """The trace headers the forwarded request carried (tests/tracing.rs)."""
+    seen = {name: req.headers.get(name) for name in ("traceparent", "tracestate", "x-ms-invocation-id")}
+
+    async def body():
+        yield json.dumps(seen).encode()
+
+    return StreamingResponse(body(), media_type="application/json")
