@@ -8,7 +8,17 @@
 //!   here with 204 and never reaches a function; a disallowed origin gets the 204 without
 //!   any `Access-Control-*` header, so the browser refuses.
 //! - An actual request from an allowed origin gets `Access-Control-Allow-Origin` (and
-//!   `-Credentials`, `Vary: Origin`) on whatever answers it.
+//!   `-Credentials`) on whatever answers it.
+//! - `Vary: Origin` only where the answer depends on which allowed origin asked: more than
+//!   one origin, or a wildcard subdomain (the middleware's rule).
+//! - Configured origins are lower-cased and a request's `Origin` is compared exactly
+//!   (browsers send it lower-case), as the middleware does.
+//!
+//! Sluice is stricter than Core Tools where the host silently misbehaves: entries are
+//! trimmed (the host keeps `" http://b"` and never matches it), a trailing `/` is dropped,
+//! an entry that is not an origin is refused, and `*` beside other origins is refused (the
+//! host takes it as a literal that matches nothing). Wildcard subdomains
+//! (`https://*.example.com`) are Sluice's own addition.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -45,6 +55,8 @@ pub enum CorsError {
         "CORS credentials cannot be allowed for any origin (`*`): list the origins instead, as the CORS protocol requires"
     )]
     AnyWithCredentials,
+    #[error("CORS origin `*` (any origin) must be the only entry of the list")]
+    AnyAmongOthers,
 }
 
 impl CorsPolicy {
@@ -58,7 +70,7 @@ impl CorsPolicy {
         if entries.is_empty() {
             return Err(CorsError::Empty);
         }
-        let origins = if entries.contains(&"*") {
+        let origins = if entries == ["*"] {
             if credentials {
                 return Err(CorsError::AnyWithCredentials);
             }
@@ -67,6 +79,9 @@ impl CorsPolicy {
             let mut exact = Vec::new();
             let mut subdomains = Vec::new();
             for entry in entries {
+                if entry == "*" {
+                    return Err(CorsError::AnyAmongOthers);
+                }
                 let origin = normalise(entry).ok_or_else(|| CorsError::BadOrigin(entry.into()))?;
                 match origin.split_once("://*.") {
                     Some((scheme, suffix)) => {
@@ -130,9 +145,14 @@ impl CorsPolicy {
         }
     }
 
-    /// An answer that depends on the request's origin must say so to caches.
+    /// An answer that depends on which allowed origin asked must say so to caches; with one
+    /// exact origin (or any) every allowed answer is the same, and the host sends no Vary.
     fn write_vary(&self, out: &mut HeaderMap) {
-        if self.origins != Origins::Any {
+        let varies = match &self.origins {
+            Origins::Any => false,
+            Origins::List { exact, subdomains } => exact.len() > 1 || !subdomains.is_empty(),
+        };
+        if varies {
             out.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
@@ -142,8 +162,8 @@ impl CorsPolicy {
         match &self.origins {
             Origins::Any => Some(HeaderValue::from_static("*")),
             Origins::List { exact, subdomains } => {
-                let text = origin.to_str().ok()?.to_ascii_lowercase();
-                let allowed = exact.contains(&text)
+                let text = origin.to_str().ok()?;
+                let allowed = exact.iter().any(|o| o == text)
                     || subdomains.iter().any(|(scheme, suffix)| {
                         text.strip_prefix(scheme.as_str())
                             .and_then(|host| host.split(':').next())
@@ -319,7 +339,7 @@ mod tests {
     }
 
     #[test]
-    fn actual_requests_match_exact_origins_case_insensitively() {
+    fn actual_requests_match_the_lower_cased_origins_exactly() {
         let policy = CorsPolicy::parse("HTTPS://App.Example.com/", false).expect("valid");
         let allowed = policy
             .actual(&headers(&[("origin", "https://app.example.com")]))
@@ -330,12 +350,14 @@ mod tests {
             out["access-control-allow-origin"],
             "https://app.example.com"
         );
-        assert_eq!(out["vary"], "Origin");
+        assert!(!out.contains_key("vary"), "one origin: no Vary");
         assert!(!out.contains_key("access-control-allow-credentials"));
         for other in [
             "https://app.example.com:8443",
             "http://app.example.com",
             "https://example.com",
+            // The host compares ordinally against its lower-cased list.
+            "https://App.example.com",
         ] {
             assert!(
                 policy.actual(&headers(&[("origin", other)])).is_none(),
@@ -369,6 +391,10 @@ mod tests {
         assert_eq!(
             CorsPolicy::parse("*", true),
             Err(CorsError::AnyWithCredentials)
+        );
+        assert_eq!(
+            CorsPolicy::parse("*, http://a.example", false),
+            Err(CorsError::AnyAmongOthers)
         );
         for bad in [
             "localhost:3000",

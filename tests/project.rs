@@ -138,6 +138,7 @@ async fn local_settings_reach_the_function_and_set_port_and_cors() -> anyhow::Re
         header(&actual, "access-control-allow-credentials").as_deref(),
         Some("true")
     );
+    // Two origins configured: the answer depends on which one asked.
     assert_eq!(header(&actual, "vary").as_deref(), Some("Origin"));
     let other = http
         .get(sluice.url("/api/settings"))

@@ -293,6 +293,10 @@ pub struct CorsSources {
     pub flag_credentials: bool,
     pub file: Option<String>,
     pub file_credentials: Option<bool>,
+    /// The platform host's app settings: `CORS_ALLOWED_ORIGINS` (a JSON array of origins)
+    /// and `CORS_SUPPORT_CREDENTIALS`, as the Linux host reads them.
+    pub platform: Option<String>,
+    pub platform_credentials: Option<String>,
 }
 
 /// The app settings local.settings.json contributes, resolved against the environment.
@@ -467,7 +471,7 @@ impl ServeConfig {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        let sources = SettingsSources {
+        let mut sources = SettingsSources {
             local_settings: match (&args.settings, args.placeholder) {
                 (
                     SettingsArgs {
@@ -492,6 +496,8 @@ impl ServeConfig {
                 flag_credentials: args.cors_credentials,
                 file: file.cors.clone(),
                 file_credentials: file.cors_credentials,
+                platform: None,
+                platform_credentials: None,
             },
         };
         // A file named by --settings must exist.
@@ -500,6 +506,8 @@ impl ServeConfig {
         // The file's values are environment variables for Sluice too (as for the host under
         // `func start`), below the real environment.
         let env = &|k: &str| env(k).or_else(|| app_settings.get(k).map(str::to_owned));
+        sources.cors.platform = env(PLATFORM_CORS_ORIGINS);
+        sources.cors.platform_credentials = env(PLATFORM_CORS_CREDENTIALS);
         let cors = sources.cors.resolve(local.as_ref())?;
         let workers = match args.workers {
             Some(n) => check_workers("--workers", n.to_string())?,
@@ -694,16 +702,25 @@ impl SettingsSources {
 
 impl CorsSources {
     /// CORS origins from the first source that names them: `--cors`, the config file,
-    /// local.settings.json's `Host.CORS`; credentials when that source or
-    /// `--cors-credentials` asks for them.
+    /// the platform's `CORS_ALLOWED_ORIGINS`, local.settings.json's `Host.CORS`;
+    /// credentials when that source or `--cors-credentials` asks for them.
     fn resolve(&self, local: Option<&LocalSettings>) -> Result<Option<CorsPolicy>, ConfigError> {
         let local_from = local.map(|l| format!("Host.CORS in {}", l.path.display()));
+        let platform_credentials = match &self.platform_credentials {
+            None => None,
+            Some(v) => Some(parse_bool(PLATFORM_CORS_CREDENTIALS, v.clone())?),
+        };
         let origins = [
             (self.flag.clone(), Some("--cors".to_owned()), None),
             (
                 self.file.clone(),
                 Some("cors (config file)".to_owned()),
                 self.file_credentials,
+            ),
+            (
+                self.platform.clone().map(platform_origins).transpose()?,
+                Some(PLATFORM_CORS_ORIGINS.to_owned()),
+                platform_credentials,
             ),
             (
                 local.and_then(|l| l.cors.clone()),
@@ -727,6 +744,36 @@ impl CorsSources {
         CorsPolicy::parse(&list, credentials)
             .map(Some)
             .map_err(|source| ConfigError::Cors { from, source })
+    }
+}
+
+/// The platform host's CORS app settings (Linux; a JSON array, and a boolean).
+const PLATFORM_CORS_ORIGINS: &str = "CORS_ALLOWED_ORIGINS";
+const PLATFORM_CORS_CREDENTIALS: &str = "CORS_SUPPORT_CREDENTIALS";
+
+/// `CORS_ALLOWED_ORIGINS` (`["https://a.example", …]`) as a comma-separated list.
+fn platform_origins(value: String) -> Result<String, ConfigError> {
+    serde_json::from_str::<Vec<String>>(&value)
+        .map(|origins| origins.join(","))
+        .map_err(|e| ConfigError::BadSetting {
+            name: PLATFORM_CORS_ORIGINS,
+            value,
+            reason: format!(
+                "must be a JSON array of origins, e.g. [\"https://app.example.com\"] ({e})"
+            ),
+        })
+}
+
+/// `true` or `false`, in any case (as .NET reads a boolean setting).
+fn parse_bool(name: &'static str, value: String) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ConfigError::BadSetting {
+            name,
+            value,
+            reason: "must be true or false".into(),
+        }),
     }
 }
 

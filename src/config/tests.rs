@@ -345,3 +345,50 @@ fn local_settings_sit_under_the_environment_and_flags() {
     assert!(cfg.cors.is_none() && cfg.app_settings.file.is_none());
     std::fs::remove_dir_all(dir).expect("cleanup");
 }
+
+#[test]
+fn cors_sources_in_order_flag_file_platform_settings() {
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("local.settings.json"),
+        r#"{"Host": {"CORS": "http://from-settings.example"}}"#,
+    )
+    .expect("write settings");
+    let shown = |cfg: ServeConfig| cfg.cors.map(|c| c.to_string()).unwrap_or_default();
+    let cfg = ServeConfig::resolve(args(&dir), &|_| None).expect("valid");
+    assert_eq!(shown(cfg), "http://from-settings.example");
+
+    let platform = |k: &str| match k {
+        "CORS_ALLOWED_ORIGINS" => Some(r#"["https://a.example", "https://b.example"]"#.to_owned()),
+        "CORS_SUPPORT_CREDENTIALS" => Some("True".to_owned()),
+        _ => None,
+    };
+    let cfg = ServeConfig::resolve(args(&dir), &platform).expect("valid");
+    assert_eq!(
+        shown(cfg),
+        "https://a.example, https://b.example; credentials allowed"
+    );
+
+    let mut flag = args(&dir);
+    flag.cors = Some("http://from-flag.example".into());
+    assert_eq!(
+        shown(ServeConfig::resolve(flag, &platform).expect("valid")),
+        "http://from-flag.example"
+    );
+
+    for (name, value) in [
+        ("CORS_ALLOWED_ORIGINS", "https://a.example"),
+        ("CORS_SUPPORT_CREDENTIALS", "yes"),
+    ] {
+        let bad = |k: &str| (k == name).then(|| value.to_owned());
+        assert!(
+            matches!(
+                ServeConfig::resolve(args(&dir), &bad),
+                Err(ConfigError::BadSetting { name: n, .. }) if n == name
+            ),
+            "{name}={value}"
+        );
+    }
+    std::fs::remove_dir_all(dir).expect("cleanup");
+}
