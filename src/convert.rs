@@ -118,8 +118,9 @@ pub fn to_response(
         HttpOutput::Absent => None,
     };
     match data {
-        // No response object at all: the host falls back to 200 with an empty body.
-        None => Ok(simple(StatusCode::OK, None, Bytes::new())),
+        // No response object (no HTTP output binding, or a named one left unset): the host
+        // writes a null result, which ASP.NET Core answers 204 with an empty body.
+        None => Ok(simple(StatusCode::NO_CONTENT, None, Bytes::new())),
         Some(Data::Http(http)) => from_rpc_http(*http),
         Some(other) => {
             let (content_type, body) = scalar_body(other);
@@ -197,9 +198,13 @@ fn from_rpc_http(http: RpcHttp) -> Result<Response<Body>, ConvertError> {
     Ok(response)
 }
 
-/// One `Set-Cookie` value, attributes in the order and spelling ASP.NET Core writes them.
+/// One `Set-Cookie` value as the host writes an `RpcHttpCookie`: the value percent-encoded
+/// (`Uri.EscapeDataString`), attributes in ASP.NET Core's order and spelling. An attribute
+/// the worker sent is written even when empty — the SDK sends unset `domain`/`path` as
+/// empty strings, so the host writes `domain=; path=` — and a cookie without a path gets
+/// ASP.NET Core's default `path=/`.
 pub fn set_cookie(c: &RpcHttpCookie) -> String {
-    let mut out = format!("{}={}", c.name, c.value);
+    let mut out = format!("{}={}", c.name, escape_data_string(&c.value));
     if let Some(ts) = c.expires.as_ref().and_then(|e| e.timestamp.as_ref()) {
         let crate::proto::nullable_timestamp::Timestamp::Value(ts) = ts;
         out.push_str("; expires=");
@@ -208,16 +213,15 @@ pub fn set_cookie(c: &RpcHttpCookie) -> String {
     if let Some(crate::proto::nullable_double::Double::Value(max_age)) =
         c.max_age.as_ref().and_then(|m| m.double)
     {
+        // TimeSpan.TotalSeconds cast to long: truncated toward zero.
         out.push_str(&format!("; max-age={}", max_age as i64));
     }
-    for (name, value) in [("domain", &c.domain), ("path", &c.path)] {
-        if let Some(value) = non_empty(value) {
-            out.push_str("; ");
-            out.push_str(name);
-            out.push('=');
-            out.push_str(value);
-        }
+    if let Some(domain) = sent(&c.domain) {
+        out.push_str("; domain=");
+        out.push_str(domain);
     }
+    out.push_str("; path=");
+    out.push_str(sent(&c.path).unwrap_or("/"));
     if let Some(crate::proto::nullable_bool::Bool::Value(true)) =
         c.secure.as_ref().and_then(|s| s.bool)
     {
@@ -227,6 +231,7 @@ pub fn set_cookie(c: &RpcHttpCookie) -> String {
         SameSite::Lax => out.push_str("; samesite=lax"),
         SameSite::Strict => out.push_str("; samesite=strict"),
         SameSite::ExplicitNone => out.push_str("; samesite=none"),
+        // The contract's default: unspecified, not written.
         SameSite::None => {}
     }
     if let Some(crate::proto::nullable_bool::Bool::Value(true)) =
@@ -237,12 +242,30 @@ pub fn set_cookie(c: &RpcHttpCookie) -> String {
     out
 }
 
-/// The SDK sends unset cookie attributes as empty strings; those are left out.
-fn non_empty(value: &Option<crate::proto::NullableString>) -> Option<&str> {
-    match value.as_ref()?.string.as_ref()? {
-        crate::proto::nullable_string::String::Value(v) if !v.is_empty() => Some(v),
-        _ => None,
+/// A nullable string the worker sent (a set wrapper with no value reads as "", as in C#).
+fn sent(value: &Option<crate::proto::NullableString>) -> Option<&str> {
+    Some(match value.as_ref()?.string.as_ref() {
+        Some(crate::proto::nullable_string::String::Value(v)) => v,
+        None => "",
+    })
+}
+
+/// RFC 3986 percent-encoding of everything but the unreserved characters, upper-case hex
+/// (.NET's `Uri.EscapeDataString`).
+fn escape_data_string(value: &str) -> std::borrow::Cow<'_, str> {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    if value.bytes().all(unreserved) {
+        return std::borrow::Cow::Borrowed(value);
     }
+    let mut out = String::with_capacity(value.len() * 3);
+    for b in value.bytes() {
+        if unreserved(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// RFC 1123 date (`Thu, 01 Jan 1970 00:00:00 GMT`) from Unix seconds.
@@ -344,10 +367,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn no_output_is_empty_200() {
-        let r = to_response(InvocationResponse::default(), &HttpOutput::Return).expect("valid");
-        assert_eq!(r.status(), 200);
-        assert!(body_of(r).await.is_empty());
+    async fn no_output_is_empty_204() {
+        for output in [HttpOutput::Absent, HttpOutput::Named("res".into())] {
+            let r = to_response(InvocationResponse::default(), &output).expect("valid");
+            assert_eq!(r.status(), 204, "{output:?}");
+            assert!(body_of(r).await.is_empty());
+        }
     }
 
     #[tokio::test]
@@ -394,6 +419,59 @@ mod tests {
             "s=v; path=/; samesite=lax; httponly"
         );
         assert_eq!(body_of(r).await, "{}");
+    }
+
+    #[test]
+    fn cookies_render_as_the_host_writes_them() {
+        let text = |v: &str| {
+            Some(NullableString {
+                string: Some(nullable_string::String::Value(v.into())),
+            })
+        };
+        let yes = Some(NullableBool {
+            bool: Some(nullable_bool::Bool::Value(true)),
+        });
+        // What the SDK sends for `plain=1`: empty domain and path, nothing else.
+        let plain = RpcHttpCookie {
+            name: "plain".into(),
+            value: "1".into(),
+            domain: text(""),
+            path: text(""),
+            ..Default::default()
+        };
+        assert_eq!(set_cookie(&plain), "plain=1; domain=; path=");
+        let full = RpcHttpCookie {
+            name: "s".into(),
+            value: "a b/c=d~é".into(),
+            domain: text("example.com"),
+            path: text("/x"),
+            expires: Some(crate::proto::NullableTimestamp {
+                timestamp: Some(crate::proto::nullable_timestamp::Timestamp::Value(
+                    prost_types::Timestamp {
+                        seconds: 1_812_190_694,
+                        nanos: 0,
+                    },
+                )),
+            }),
+            max_age: Some(crate::proto::NullableDouble {
+                double: Some(crate::proto::nullable_double::Double::Value(59.9)),
+            }),
+            secure: yes,
+            http_only: yes,
+            same_site: SameSite::ExplicitNone as i32,
+        };
+        assert_eq!(
+            set_cookie(&full),
+            "s=a%20b%2Fc%3Dd~%C3%A9; expires=Sat, 05 Jun 2027 10:18:14 GMT; max-age=59; \
+             domain=example.com; path=/x; secure; samesite=none; httponly"
+        );
+        // No wrapper at all: ASP.NET Core's default path.
+        let bare = RpcHttpCookie {
+            name: "n".into(),
+            value: "v".into(),
+            ..Default::default()
+        };
+        assert_eq!(set_cookie(&bare), "n=v; path=/");
     }
 
     #[test]

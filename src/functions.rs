@@ -30,7 +30,7 @@ pub enum HttpOutput {
     Return,
     /// `InvocationResponse.output_data` entry with this name.
     Named(String),
-    /// The function has no HTTP output binding: the platform answers 200, empty body.
+    /// The function has no HTTP output binding: the platform answers 204, empty body.
     Absent,
 }
 

@@ -41,6 +41,19 @@ async fn v1_app_is_indexed_by_sluice_and_served_through_the_v1_runtime() -> anyh
     assert_eq!(named.status(), StatusCode::ACCEPTED);
     assert_eq!(named.text().await?, "round trip");
 
+    // No HTTP output binding at all: 204 with an empty body, as the host answers.
+    let fired = http
+        .post(sluice.url("/api/Fire"))
+        .body("and forget")
+        .send()
+        .await?;
+    assert_eq!(fired.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fired.text().await?, "");
+    sluice
+        .wait_for_output("fired and forget", LOG_DEADLINE)
+        .await
+        .context("the function ran")?;
+
     // No authLevel in function.json means "function": no key, no entry.
     let keyed = http.get(sluice.url("/api/Keyed")).send().await?;
     assert_eq!(keyed.status(), StatusCode::UNAUTHORIZED);

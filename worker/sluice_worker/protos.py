@@ -30,9 +30,25 @@ def _load() -> types.SimpleNamespace:
     for full_name, cls in classes.items():
         if full_name.startswith("AzureFunctionsRpcMessages.") and full_name.count(".") == 1:
             ns[full_name.rsplit(".", 1)[1]] = cls
-    ns["Timestamp"] = message_factory.GetMessageClass(
+    ns["Timestamp"] = timestamp = message_factory.GetMessageClass(
         pool.FindMessageTypeByName("google.protobuf.Timestamp"))
+    ns["NullableTimestamp"] = _adopting_timestamps(ns["NullableTimestamp"], timestamp)
     return types.SimpleNamespace(**ns)
+
+
+def _adopting_timestamps(nullable, timestamp):
+    """NullableTimestamp's constructor, taking the runtime's Timestamp too.
+
+    The runtime builds a cookie's `expires` from google.protobuf.timestamp_pb2.Timestamp,
+    a class of the default pool; a message field of this private pool only accepts the
+    pool's own Timestamp (protobuf then tries the value as a datetime and fails), so the
+    value is copied into one.
+    """
+    def make(value=None, **fields):
+        if value is not None and not isinstance(value, timestamp):
+            value = timestamp(seconds=value.seconds, nanos=value.nanos)
+        return nullable(value=value, **fields) if value is not None else nullable(**fields)
+    return make
 
 
 protos = _load()

@@ -48,7 +48,8 @@ async def binary(req: func.HttpRequest) -> func.HttpResponse:
 def cookies(req: func.HttpRequest) -> func.HttpResponse:
     headers = func.HttpResponse(status_code=204).headers
     headers.add("Set-Cookie", "a=1; Path=/; HttpOnly")
-    headers.add("Set-Cookie", "b=2; Max-Age=60; SameSite=Lax")
+    headers.add("Set-Cookie", "b=2 3; Max-Age=60; SameSite=Lax")
+    headers.add("Set-Cookie", 'c="x y"; Expires=Sat, 05 Jun 2027 10:18:14 GMT; Domain=example.com; Secure')
     return func.HttpResponse(status_code=204, headers=headers)
 
 
