@@ -109,11 +109,43 @@ pub enum InvokeError {
     Pool(#[from] PoolError),
     #[error(transparent)]
     Worker(#[from] InvokeFailure),
-    #[error("function {function} failed: {message}")]
-    FunctionFailed { function: String, message: String },
+    #[error(transparent)]
+    FunctionFailed(Box<FunctionFailure>),
     #[error("function response cannot be written: {0}")]
     BadResponse(#[from] ConvertError),
 }
+
+/// A function that raised, told as the host logs it: the `Executed … (Failed, …)` line and
+/// the worker's exception (`Result: Failure` / `Exception: <Type>: <message>` / `Stack:`),
+/// the lines people grep the platform's logs for.
+#[derive(Debug)]
+pub struct FunctionFailure {
+    pub function: String,
+    pub invocation_id: uuid::Uuid,
+    pub duration: Duration,
+    /// `<Type>: <message>` from the Python worker.
+    pub message: String,
+    pub stack: String,
+}
+
+/// The host's reason for an HTTP-triggered invocation.
+const HTTP_REASON: &str = "This function was programmatically called via the host APIs.";
+
+impl std::fmt::Display for FunctionFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Executed 'Functions.{}' (Failed, Id={}, Duration={}ms)\nResult: Failure\nException: {}\nStack: {}",
+            self.function,
+            self.invocation_id,
+            self.duration.as_millis(),
+            self.message,
+            self.stack.trim_end()
+        )
+    }
+}
+
+impl std::error::Error for FunctionFailure {}
 
 impl InvokeError {
     /// The single mapping from failure to HTTP status.
@@ -142,7 +174,7 @@ impl InvokeError {
             InvokeError::Worker(
                 InvokeFailure::UnknownFunction(_) | InvokeFailure::LoadFailed { .. },
             ) => StatusCode::INTERNAL_SERVER_ERROR,
-            InvokeError::FunctionFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            InvokeError::FunctionFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             InvokeError::BadResponse(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -169,7 +201,7 @@ impl InvokeError {
             InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => "worker_gone",
             InvokeError::Worker(InvokeFailure::UnknownFunction(_)) => "unknown_function",
             InvokeError::Worker(InvokeFailure::LoadFailed { .. }) => "load_failed",
-            InvokeError::FunctionFailed { .. } => "function_failed",
+            InvokeError::FunctionFailed(_) => "function_failed",
             InvokeError::BadResponse(_) => "bad_response",
         }
     }
@@ -356,12 +388,24 @@ impl Dispatcher {
             Err(e) => {
                 let path = uri.path();
                 match &e {
-                    InvokeError::FunctionFailed { function, message } => {
-                        error!(function = %function, "function failed: {message}")
+                    InvokeError::FunctionFailed(failure) => {
+                        error!(function = %failure.function, invocation_id = %failure.invocation_id, "{failure}")
                     }
                     InvokeError::FunctionTimeout { function, timeout } => {
                         self.metrics.function_timed_out();
-                        error!(function = %function, ?timeout, "function timed out; its worker will be recycled")
+                        let id = routed
+                            .invocation
+                            .map(|id| id.to_string())
+                            .unwrap_or_default();
+                        let secs = timeout.as_secs();
+                        error!(
+                            function = %function,
+                            invocation_id = %id,
+                            "Timeout value of {:02}:{:02}:{:02} exceeded by function 'Functions.{function}' (Id: '{id}'). Initiating cancellation. Its worker is recycled (a Python thread cannot be cancelled).",
+                            secs / 3600,
+                            secs / 60 % 60,
+                            secs % 60
+                        )
                     }
                     InvokeError::OverBudget(_) => {
                         self.metrics.body_budget_rejected();
@@ -534,6 +578,13 @@ impl Dispatcher {
             lease
                 .session()
                 .invoke_as(invocation_id, &function.name, input, Some(trace_context));
+        debug!(
+            function = %function.name,
+            invocation_id = %call.id,
+            "Executing 'Functions.{}' (Reason='{HTTP_REASON}', Id={})",
+            function.name,
+            call.id
+        );
         let invoked = Instant::now();
         let outcome = match generation.function_timeout {
             None => Ok(invocation.await),
@@ -555,16 +606,28 @@ impl Dispatcher {
             }
         };
         let result = response.result.take().unwrap_or_default();
+        let duration = invoked.elapsed();
         if result.status != RpcStatus::Success as i32 {
-            let message = match result.exception {
-                Some(e) => format!("{}\n{}", e.message, e.stack_trace),
-                None => result.result,
+            let (message, stack) = match result.exception {
+                Some(e) => (e.message, e.stack_trace),
+                None => (result.result, String::new()),
             };
-            return Err(InvokeError::FunctionFailed {
+            return Err(InvokeError::FunctionFailed(Box::new(FunctionFailure {
                 function: function.name.to_string(),
+                invocation_id: call.id,
+                duration,
                 message,
-            });
+                stack,
+            })));
         }
+        debug!(
+            function = %function.name,
+            invocation_id = %call.id,
+            "Executed 'Functions.{}' (Succeeded, Id={}, Duration={}ms)",
+            function.name,
+            call.id,
+            duration.as_millis()
+        );
         Ok(response)
     }
 

@@ -124,10 +124,11 @@ async fn both_paths_answer_alike(app_name: &str, runtime: &str) -> anyhow::Resul
         assert!(answers[12].contains(needle), "{needle}: {}", answers[12]);
     }
 
-    // Failures and user logs reach Sluice's log the same way.
+    // Failures (in the host's words) and user logs reach Sluice's log the same way.
     for needle in [
-        "function failed: ValueError: no such thing",
-        "function failed: KeyError: 'missing'",
+        "Exception: ValueError: no such thing",
+        "Exception: KeyError: 'missing'",
+        "Executed 'Functions.fails' (Failed, Id=",
         "user log from fastpath",
     ] {
         for sluice in [&fast, &classic] {
@@ -139,6 +140,23 @@ async fn both_paths_answer_alike(app_name: &str, runtime: &str) -> anyhow::Resul
             "{needle}"
         );
     }
+    // The failure block as the host logs it: the Executed line, then Result/Exception/Stack.
+    let lines = fast.output_lines();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("Executed 'Functions.fails' (Failed, Id="))
+        .context("no Executed line")?;
+    let block: Vec<&str> = lines[at..].iter().take(4).map(String::as_str).collect();
+    assert!(
+        block.len() == 4 && block[0].ends_with("ms)") && block[0].contains(", Duration="),
+        "{block:?}"
+    );
+    assert_eq!(block[1], "Result: Failure", "{block:?}");
+    assert_eq!(
+        block[2], "Exception: ValueError: no such thing",
+        "{block:?}"
+    );
+    assert!(block[3].starts_with("Stack: "), "{block:?}");
     concurrent_invocations_each_get_their_own_answer(&fast).await
 }
 

@@ -53,8 +53,8 @@ async fn io_uring_serves_host_and_function_requests() -> anyhow::Result<()> {
     serves_host_and_function(&sluice).await?;
     let chosen = sluice.output_lines_containing("serving HTTP");
     ensure!(
-        chosen.len() == 1 && chosen[0].contains(r#"io="uring""#),
-        "expected one `serving HTTP io=\"uring\"` line, got {chosen:?}\n{}",
+        chosen.len() == 1 && chosen[0].contains("io=uring"),
+        "expected one `serving HTTP io=uring` line, got {chosen:?}\n{}",
         sluice.output_tail()
     );
     ensure!(
@@ -81,7 +81,7 @@ async fn a_failing_io_uring_probe_falls_back_to_epoll_with_one_log_line() -> any
     );
     let chosen = sluice.output_lines_containing("serving HTTP");
     ensure!(
-        chosen == fallback && chosen[0].contains(r#"io="epoll""#),
+        chosen == fallback && chosen[0].contains("io=epoll"),
         "the fallback warning must be the only line about the backend, got {chosen:?}"
     );
     ensure!(
@@ -97,6 +97,6 @@ async fn epoll_serves_without_io_uring() -> anyhow::Result<()> {
     let sluice = Sluice::start_with(Options::new(hello_app()), &extras).await?;
     serves_host_and_function(&sluice).await?;
     ensure!(!holds_io_uring(sluice.pid()?)?);
-    ensure!(sluice.output_contains(r#"io="epoll""#));
+    ensure!(sluice.output_contains("io=epoll"));
     Ok(())
 }
