@@ -93,6 +93,31 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<(StatusCode, Strin
     }
 }
 
+/// Polls `url` until it answers 200 `want` (an edit was picked up); until then every answer
+/// must pass `meanwhile`.
+async fn wait_for_answer(
+    sluice: &Sluice,
+    http: &reqwest::Client,
+    url: &str,
+    want: &str,
+    meanwhile: impl Fn(&(StatusCode, String)) -> bool,
+) -> anyhow::Result<()> {
+    let until = Instant::now() + RELOAD_DEADLINE;
+    loop {
+        match fetch(http, url).await {
+            Ok((StatusCode::OK, body)) if body == want => return Ok(()),
+            Ok(reply) if meanwhile(&reply) => {}
+            other => bail!("{other:?}\n{}", sluice.output_tail()),
+        }
+        ensure!(
+            Instant::now() < until,
+            "{url} did not answer {want:?} within {RELOAD_DEADLINE:?}\n{}",
+            sluice.output_tail()
+        );
+        sleep(POLL).await;
+    }
+}
+
 /// One request of a client loop.
 #[derive(Debug, Clone)]
 struct Outcome {
@@ -402,20 +427,11 @@ async fn host_json_edit_applies_the_new_route_prefix() -> anyhow::Result<()> {
         app.path().join("host.json"),
         r#"{"version": "2.0", "extensions": {"http": {"routePrefix": "v2"}}}"#,
     )?;
-    let until = Instant::now() + RELOAD_DEADLINE;
-    loop {
-        match fetch(&http, &sluice.url("/v2/answer")).await {
-            Ok((StatusCode::OK, body)) if body == "prefixed" => break,
-            Ok((StatusCode::NOT_FOUND, _)) => {}
-            other => bail!("{other:?}\n{}", sluice.output_tail()),
-        }
-        ensure!(
-            Instant::now() < until,
-            "/v2/answer not served after {RELOAD_DEADLINE:?}\n{}",
-            sluice.output_tail()
-        );
-        sleep(POLL).await;
-    }
+    let url = sluice.url("/v2/answer");
+    wait_for_answer(&sluice, &http, &url, "prefixed", |(status, _)| {
+        *status == StatusCode::NOT_FOUND
+    })
+    .await?;
     let after = fetch(&http, &sluice.url("/api/answer")).await;
     ensure!(
         matches!(&after, Ok((StatusCode::NOT_FOUND, _))),
@@ -476,20 +492,10 @@ def answer(req: func.HttpRequest) -> str:
     ensure!(preflight(&http, &url, "http://one.test").await?.as_deref() == Some("http://one.test"));
 
     std::fs::write(&settings, local_settings("second", "http://two.test"))?;
-    let until = Instant::now() + RELOAD_DEADLINE;
-    loop {
-        match fetch(&http, &url).await {
-            Ok((StatusCode::OK, body)) if body == "second" => break,
-            Ok((StatusCode::OK, body)) if body == "first" => {}
-            other => bail!("{other:?}\n{}", sluice.output_tail()),
-        }
-        ensure!(
-            Instant::now() < until,
-            "the edited value not seen after {RELOAD_DEADLINE:?}\n{}",
-            sluice.output_tail()
-        );
-        sleep(POLL).await;
-    }
+    wait_for_answer(&sluice, &http, &url, "second", |(status, body)| {
+        *status == StatusCode::OK && body == "first"
+    })
+    .await?;
     // The same reload brought the file's new CORS origins.
     ensure!(preflight(&http, &url, "http://two.test").await?.as_deref() == Some("http://two.test"));
     ensure!(preflight(&http, &url, "http://one.test").await?.is_none());
