@@ -196,6 +196,7 @@ impl InvokeError {
             InvokeError::Proxy(ProxyError::Forward(_) | ProxyError::BadUri(_)) => "forward_failed",
             InvokeError::FunctionTimeout { .. } => "function_timeout",
             InvokeError::Pool(PoolError::NoWorker) => "no_worker",
+            InvokeError::Pool(PoolError::NoWorkerWithin(_)) => "no_worker_in_time",
             InvokeError::Pool(PoolError::StartupFailed) => "startup_failed",
             InvokeError::Pool(PoolError::StartupTimeout(_)) => "startup_timeout",
             InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => "worker_gone",
@@ -448,6 +449,17 @@ impl Dispatcher {
         self.repeats.first(key, message, tracing::Level::WARN)
     }
 
+    /// A worker for one invocation. When none is ready but one is coming (a slot starting,
+    /// or replacing a crashed or recycled worker), the request waits for it — counted as
+    /// queued, bounded by the start-up timeout — rather than failing.
+    async fn lease(&self, generation: &Generation) -> Result<Lease, PoolError> {
+        if let Ok(lease) = generation.pool.pick() {
+            return Ok(lease);
+        }
+        let _queued = self.metrics.queued();
+        generation.pool.lease(self.startup_timeout).await
+    }
+
     /// The worker's id, for the exported span (only while exporting).
     fn note_worker(&self, routed: &mut Routed, lease: &Lease) {
         if self.otlp.is_some() {
@@ -502,7 +514,7 @@ impl Dispatcher {
         };
         routed.invocation = Some(call.id);
         if catalog.streams_http {
-            let lease = generation.pool.pick()?;
+            let lease = self.lease(generation).await?;
             self.note_worker(routed, &lease);
             if let Some(target) = lease.session().http().cloned() {
                 let held = (lease, ticket, generation);
@@ -512,7 +524,7 @@ impl Dispatcher {
         // The worker is picked once the body is in: a slow upload holds no worker and does
         // not count as in flight on one.
         let (body, reservation) = self.read_body(&parts, body).await?;
-        let lease = generation.pool.pick()?;
+        let lease = self.lease(generation).await?;
         self.note_worker(routed, &lease);
         let rpc_http = convert::to_rpc_http(&parts, body, params);
         let response = self.run(generation, &call, &lease, rpc_http).await?;

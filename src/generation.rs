@@ -163,6 +163,7 @@ impl Slots {
     /// Supervises `first` (already ready) in slot 0 and starts slots 1..`count` at once.
     pub fn spawn(workers: Arc<Workers>, first: Running, count: usize, released: Released) -> Slots {
         let mut tasks = JoinSet::new();
+        workers.pool.expect_slots(count);
         tasks.spawn(workers.clone().supervise(0, Some(first)));
         for slot in 1..count {
             let workers = workers.clone();

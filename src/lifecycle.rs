@@ -192,8 +192,10 @@ impl Workers {
     }
 
     /// Keeps one slot running until it crash-loops or [`Workers::stop`] is called;
-    /// returns when the slot is given up or stopped.
+    /// returns when the slot is given up or stopped. The slot was counted in the pool
+    /// ([`Pool::expect_slots`]) by whoever created it; it leaves the count here.
     pub async fn supervise(self: Arc<Self>, slot: usize, mut running: Option<Running>) {
+        let _gone = SlotGone(&self.pool);
         let mut stopping = self.stopping.subscribe();
         let mut failures: Vec<Instant> = Vec::new();
         let mut backoff = RESTART_BACKOFF.0;
@@ -290,6 +292,15 @@ impl Workers {
         let _ = tokio::time::timeout(wait, session.drained()).await;
         let _ = process.child.start_kill();
         let _ = process.exited().await;
+    }
+}
+
+/// Takes a slot out of the pool's count however its supervision ends.
+struct SlotGone<'a>(&'a Pool);
+
+impl Drop for SlotGone<'_> {
+    fn drop(&mut self) {
+        self.0.slot_gone();
     }
 }
 

@@ -293,6 +293,8 @@ impl Placeholder {
         );
         *self.dispatcher.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(dispatcher));
         *assigned = Some(app_dir);
+        // Every slot is supervised below, whatever its placeholder's fate.
+        self.pool.expect_slots(self.config.workers.get());
         self.supervise(workers.clone(), 0, Some(first));
 
         // The others next, leaving a core to the traffic the first one now takes

@@ -1,12 +1,17 @@
 //! Which workers are ready and how many invocations each holds; picks the ready worker
-//! with the fewest in flight. Does not spawn or restart processes (the supervisor
-//! loop in `serve` does, and tells the pool through [`Pool::add`] / [`Pool::remove`]).
+//! with the fewest in flight. Does not spawn or restart processes (the worker slots in
+//! `lifecycle` do, and tell the pool through [`Pool::add`] / [`Pool::remove`]).
+//!
+//! It also counts the slots that can still bring a worker ([`Pool::expect_slots`],
+//! [`Pool::slot_gone`]): while one is starting or restarting, a request that finds no
+//! ready worker waits for it ([`Pool::lease`]) instead of failing — a crashed or recycled
+//! worker costs its own in-flight requests, not a burst of 503s.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::rpc::Session;
 
@@ -27,8 +32,10 @@ pub enum PoolError {
     StartupTimeout(Duration),
     #[error("the workers failed to start")]
     StartupFailed,
-    #[error("no worker is available")]
+    #[error("no worker is available: every worker slot has stopped (see the log)")]
     NoWorker,
+    #[error("no worker became available within {0:?}")]
+    NoWorkerWithin(Duration),
 }
 
 struct Slot {
@@ -40,6 +47,10 @@ struct Slot {
 pub struct Pool {
     workers: RwLock<Vec<Arc<Slot>>>,
     state: watch::Sender<PoolState>,
+    /// Worker slots not given up or stopped: each has a worker or is bringing one.
+    live_slots: AtomicUsize,
+    /// Wakes requests waiting for a worker: one was added, or a slot went away.
+    changed: Notify,
 }
 
 /// One invocation's hold on a worker; releases its count when dropped.
@@ -64,6 +75,8 @@ impl Default for Pool {
         Pool {
             workers: RwLock::default(),
             state: watch::Sender::new(PoolState::Starting),
+            live_slots: AtomicUsize::new(0),
+            changed: Notify::new(),
         }
     }
 }
@@ -75,6 +88,21 @@ impl Pool {
             in_flight: AtomicUsize::new(0),
         }));
         self.state.send_replace(PoolState::Serving);
+        self.changed.notify_waiters();
+    }
+
+    /// `n` more worker slots will bring workers into this pool.
+    pub fn expect_slots(&self, n: usize) {
+        self.live_slots.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// A slot stopped for good (given up after a crash loop, or retired): it brings no
+    /// more workers. Waiting requests re-check whether any slot still can.
+    pub fn slot_gone(&self) {
+        let _ = self
+            .live_slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.changed.notify_waiters();
     }
 
     pub fn remove(&self, worker: &str) {
@@ -111,6 +139,26 @@ impl Pool {
         }
     }
 
+    /// A ready worker, waiting up to `wait` (in arrival order) while none is ready but a
+    /// slot is starting or restarting one. Fails at once when no slot can bring one.
+    pub async fn lease(&self, wait: Duration) -> Result<Lease, PoolError> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so an `add` between the look and the wait wakes it.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self.pick() {
+                Ok(lease) => return Ok(lease),
+                Err(e) if self.live_slots.load(Ordering::Acquire) == 0 => return Err(e),
+                Err(_) => {}
+            }
+            if tokio::time::timeout_at(until, changed).await.is_err() {
+                return Err(PoolError::NoWorkerWithin(wait));
+            }
+        }
+    }
+
     /// The ready worker with the fewest invocations in flight.
     pub fn pick(&self) -> Result<Lease, PoolError> {
         let workers = self.read();
@@ -130,5 +178,48 @@ impl Pool {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Slot>>> {
         self.workers.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_slot_left_fails_at_once() {
+        let pool = Pool::default();
+        assert!(matches!(
+            pool.lease(Duration::from_secs(60)).await,
+            Err(PoolError::NoWorker)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_lease_times_out_while_a_slot_is_still_coming() {
+        let pool = Pool::default();
+        pool.expect_slots(1);
+        assert!(matches!(
+            pool.lease(Duration::from_secs(5)).await,
+            Err(PoolError::NoWorkerWithin(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_lease_fails_as_soon_as_the_last_slot_goes() {
+        let pool = Arc::new(Pool::default());
+        pool.expect_slots(2);
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.lease(Duration::from_secs(60)).await.map(|_| ()) }
+        });
+        pool.slot_gone();
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one slot can still bring a worker");
+        pool.slot_gone();
+        let result = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken at once")
+            .expect("joined");
+        assert!(matches!(result, Err(PoolError::NoWorker)));
     }
 }

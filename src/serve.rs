@@ -312,6 +312,8 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     // alone, and the others all at once when it is ready (or has failed).
     let mut starts = JoinSet::new();
     let (first_done, first_rx) = watch::channel(false);
+    // Each slot is supervised once its start is done (`Workers::supervise`).
+    pool.expect_slots(config.workers.get());
     for slot in 0..config.workers.get() {
         let workers = workers.clone();
         let mut first_rx = first_rx.clone();
@@ -390,7 +392,13 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     });
     tokio::select! {
         _ = shutdown_signal() => {}
-        _ = &mut keep_serving => return Err(ServeError::AllSlotsFailed),
+        _ = &mut keep_serving => {
+            // Requests waiting for a worker were just told none is coming (503): let
+            // their answers out before exiting for the process manager to restart Sluice.
+            error!("every worker slot has stopped; answering the requests in flight, then exiting");
+            let _ = drain_and_exit(&config, drain, http).await;
+            return Err(ServeError::AllSlotsFailed);
+        }
     }
     let drained = drain_and_exit(&config, drain, http).await;
     drop(keep_serving);

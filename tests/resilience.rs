@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use common::{
-    Extras, LOG_DEADLINE, Options, STARTUP_DEADLINE, Sluice, client, is_descendant_of,
+    Extras, LOG_DEADLINE, Options, STARTUP_DEADLINE, Sluice, TempDir, client, is_descendant_of,
     process_running, send_signal,
 };
 use reqwest::StatusCode;
@@ -506,6 +506,150 @@ async fn kill_worker_mid_request_only_fails_its_in_flight_requests() -> anyhow::
         failed.len(),
         outcomes.len()
     );
+    Ok(())
+}
+
+/// The `faults` app with its later imports (the second worker, restarts) made `later`:
+/// `slow:<seconds>` or `fail`. The marker directory must outlive the test's Sluice.
+fn faults_with_later_imports(later: &str) -> anyhow::Result<(Extras, TempDir)> {
+    let marker = TempDir::new("sluice-faults")?;
+    let extras = Extras::default()
+        .env(
+            "FAULTS_MARKER",
+            marker.path().join("imported").display().to_string(),
+        )
+        .env("FAULTS_LATER_IMPORTS", later);
+    Ok((extras, marker))
+}
+
+#[tokio::test]
+async fn requests_wait_for_a_coming_worker_when_the_only_ready_one_dies() -> anyhow::Result<()> {
+    // The second worker takes 6 s to import: the first is the only ready one for that long.
+    let (extras, _marker) = faults_with_later_imports("slow:6")?;
+    let mut sluice = Sluice::spawn_with(Options::new(app("faults")).workers(2), &extras)?;
+    sluice.wait_until_listening(STARTUP_DEADLINE).await?;
+    wait_for_count(&sluice, READY, 1, STARTUP_DEADLINE).await?;
+    let calls = [Call::Slow(0.05); 32];
+    let load = Load::start(&sluice, &calls, Duration::from_secs(60));
+    wait_until("20 requests served", Duration::from_secs(10), || {
+        load.outcomes().iter().filter(|o| o.succeeded()).count() >= 20
+    })
+    .await?;
+    let victim = load
+        .outcomes()
+        .iter()
+        .find_map(Outcome::pid)
+        .context("no pid reported")?;
+    ensure!(
+        count(&sluice, READY) == 1,
+        "the second worker was ready before the kill: the test needs it still starting\n{}",
+        sluice.output_tail()
+    );
+    let killed_at = Instant::now();
+    kill_worker(&sluice, victim)?;
+    let exit_seen = wait_for_count(&sluice, EXITED, 1, LOG_DEADLINE).await?;
+    let recovered_at = wait_for_count(&sluice, READY, 2, Duration::from_secs(30)).await?;
+    wait_until(
+        "100 requests started after a worker was ready again completed",
+        Duration::from_secs(20),
+        || {
+            load.outcomes()
+                .iter()
+                .filter(|o| o.start > recovered_at)
+                .count()
+                >= 100
+        },
+    )
+    .await?;
+    let outcomes = load.finish().await;
+    let started = slow_starts(&sluice);
+
+    // Only the killed worker's in-flight requests fail (502: their worker is gone).
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.succeeded()).collect();
+    for o in &failed {
+        ensure!(
+            o.status() == Some(StatusCode::BAD_GATEWAY)
+                // (A call the worker had not logged yet when it died has no line.)
+                && started.get(&o.id).is_none_or(|pid| *pid == victim)
+                && o.overlaps(killed_at, exit_seen),
+            "{} failed but was not in flight on the killed worker: {o:?}",
+            o.id
+        );
+    }
+    ensure!(
+        failed.len() <= calls.len(),
+        "{} failures with {} clients",
+        failed.len(),
+        calls.len()
+    );
+    // Requests that arrived with no worker ready waited for one (seconds) and succeeded.
+    let waited: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.start > killed_at && o.start < recovered_at && o.succeeded())
+        .collect();
+    let longest = waited.iter().map(|o| o.end.duration_since(o.start)).max();
+    ensure!(
+        longest.is_some_and(|d| d > Duration::from_secs(1)),
+        "no request waited for the coming worker: {waited:#?}"
+    );
+    eprintln!(
+        "{} requests; {} failed (in flight on the killed worker); {} arrived with no worker ready and waited {longest:?} at most",
+        outcomes.len(),
+        failed.len(),
+        waited.len(),
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn waiting_requests_get_503_with_a_reason_once_every_slot_gave_up() -> anyhow::Result<()> {
+    // Restarts fail to import: after the kill the only slot crash-loops and gives up.
+    let (extras, _marker) = faults_with_later_imports("fail")?;
+    let mut sluice = Sluice::spawn_with(Options::new(app("faults")), &extras)?;
+    sluice.wait_until_listening(STARTUP_DEADLINE).await?;
+    wait_for_count(&sluice, READY, 1, STARTUP_DEADLINE).await?;
+    let http = client();
+    let victim = match fetch(&http, &sluice.url("/api/pid")).await {
+        Reply::Status(StatusCode::OK, body) => body.trim().parse::<u32>()?,
+        other => bail!("before the kill: {other:?}"),
+    };
+    kill_worker(&sluice, victim)?;
+    wait_for_count(&sluice, EXITED, 1, LOG_DEADLINE).await?;
+    // Sent with no worker ready while the slot still tries: it waits, then gets the reason.
+    let started = Instant::now();
+    let response = timeout(
+        Duration::from_secs(90),
+        http.get(sluice.url("/api/pid")).send(),
+    )
+    .await
+    .context("no answer within 90 s")??;
+    let waited = started.elapsed();
+    let status = response.status();
+    let body = response.text().await?;
+    ensure!(
+        status == StatusCode::SERVICE_UNAVAILABLE && body.contains("every worker slot has stopped"),
+        "{status} {body:?}\n{}",
+        sluice.output_tail()
+    );
+    ensure!(
+        count(&sluice, "worker failed to start") >= 2,
+        "answered before the slot had retried\n{}",
+        sluice.output_tail()
+    );
+    // With no slot left Sluice exits non-zero (for its supervisor to restart it).
+    let until = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(status) = sluice.try_exit_status()? {
+            break status;
+        }
+        ensure!(
+            Instant::now() < until,
+            "sluice still running after every slot stopped"
+        );
+        sleep(POLL).await;
+    };
+    ensure!(!exit.success(), "exit {exit}");
+    eprintln!("the waiting request got 503 after {waited:?}: {body}");
     Ok(())
 }
 

@@ -7,8 +7,24 @@ output which requests are running on which worker before it kills one.
 import asyncio
 import logging
 import os
+import time
 
 import azure.functions as func
+
+# Imports after the first one (a second or restarted worker) can be slowed or broken, so a
+# test can see what requests get while a worker is coming: FAULTS_MARKER names a file the
+# first import creates; FAULTS_LATER_IMPORTS is `slow:<seconds>` or `fail`.
+_marker = os.environ.get("FAULTS_MARKER")
+if _marker:
+    try:
+        with open(_marker, "x"):
+            pass
+    except FileExistsError:
+        _later = os.environ.get("FAULTS_LATER_IMPORTS", "")
+        if _later == "fail":
+            raise RuntimeError("faults: a later import fails on purpose")
+        if _later.startswith("slow:"):
+            time.sleep(float(_later[len("slow:"):]))
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
