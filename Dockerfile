@@ -64,6 +64,8 @@ RUN groupadd --gid "${SLUICE_UID}" sluice \
 COPY --from=build /usr/local/bin/sluice /usr/local/bin/sluice
 # AzureWebJobsScriptRoot and FUNCTIONS_WORKER_RUNTIME as the platform sets them; the entrypoint
 # serves $AzureWebJobsScriptRoot. PIP_NO_CACHE_DIR keeps pip's download cache out of the layers.
+# SLUICE_ADMIN_TOKEN is deliberately not set here (it is a secret, passed at run time): it locks
+# POST /admin/assign in placeholder mode (see deploy/README.md).
 ENV AzureWebJobsScriptRoot=/home/site/wwwroot \
     FUNCTIONS_WORKER_RUNTIME=python \
     SLUICE_PYTHON=/usr/local/bin/python${PYTHON_VERSION} \

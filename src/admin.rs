@@ -5,7 +5,9 @@
 //! It keeps answering until it is aborted at exit, so probes see `/readyz` 503 for the
 //! whole drain. It knows nothing about workers or the pool: readiness is a function
 //! the wiring gives it. In placeholder mode it also takes `POST /admin/assign` (a JSON
-//! body, at most 1 MiB), handed to the assignment function the wiring gives it.
+//! body, at most 1 MiB), handed to the assignment function the wiring gives it — only
+//! with the admin token (`Authorization: Bearer <token>`) when one is configured; the
+//! probes and `/metrics` stay open to kubelets and scrapers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,8 +22,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
+use crate::config::AdminToken;
 use crate::metrics::{self, Metrics};
 
 /// Largest `POST /admin/assign` body.
@@ -44,6 +47,8 @@ pub struct Admin {
     pub ready: Box<dyn Fn() -> bool + Send + Sync>,
     /// Placeholder mode: specialises the workers for the app in the body.
     pub assign: Option<AssignFn>,
+    /// Required by `POST /admin/assign`; `None` (allowed on loopback only) = open.
+    pub token: Option<AdminToken>,
 }
 
 /// Binds the admin listener; port 0 picks a free port.
@@ -69,7 +74,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
                 let admin = admin.clone();
                 async move {
                     if request.uri().path() == "/admin/assign" {
-                        return Ok::<_, Infallible>(admin.assign(request).await);
+                        return Ok::<_, Infallible>(admin.assign(request, peer).await);
                     }
                     Ok(admin.handle(&request))
                 }
@@ -86,12 +91,22 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
 }
 
 impl Admin {
-    async fn assign(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn assign(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let Some(assign) = &self.assign else {
             return text(StatusCode::NOT_FOUND, "not in placeholder mode\n");
         };
         if request.method() != Method::POST {
             return text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+        }
+        if let Some(token) = &self.token
+            && !bearer(&request).is_some_and(|given| token.matches(given))
+        {
+            warn!(%peer, "assignment refused: missing or wrong admin token");
+            let mut response = text(StatusCode::UNAUTHORIZED, "admin token required\n");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
         }
         let body = match Limited::new(request.into_body(), ASSIGN_BODY_LIMIT)
             .collect()
@@ -141,6 +156,13 @@ impl Admin {
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
+}
+
+/// The credentials of `Authorization: Bearer <token>`.
+fn bearer(request: &Request<Incoming>) -> Option<&[u8]> {
+    let value = request.headers().get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -259,6 +259,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
                 Box::pin(async move { p.assign_request(body).await })
             })
         }),
+        token: config.admin_token.clone(),
     };
     // Answers until exit, so probes see /readyz 503 for the whole drain.
     let _admin = AbortOnDrop(tokio::spawn(crate::admin::serve(

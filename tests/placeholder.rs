@@ -212,3 +212,91 @@ async fn assigned_app_gets_its_own_pinned_sdk_over_the_preimported_one() -> anyh
     assert_eq!(again.status(), StatusCode::OK);
     Ok(())
 }
+
+#[tokio::test]
+async fn assignment_needs_the_admin_token_when_one_is_set() -> anyhow::Result<()> {
+    const TOKEN: &str = "a-test-admin-token-0123456789";
+    let extras = common::Extras::default().env("SLUICE_ADMIN_TOKEN", TOKEN);
+    let mut sluice = Sluice::spawn_with(Options::placeholder(1), &extras)?;
+    sluice.wait_until_listening(STARTUP_DEADLINE).await?;
+    let url = sluice.admin_url("/admin/assign").await?;
+    let body = json!({"app_dir": fixture("placeholder_v2")}).to_string();
+    let post = |authorization: Option<String>| {
+        let mut request = client().post(&url).body(body.clone());
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.send()
+    };
+    for authorization in [
+        None,
+        Some(format!("Bearer {TOKEN}x")),
+        Some(format!("Basic {TOKEN}")),
+    ] {
+        let refused = post(authorization.clone()).await?;
+        assert_eq!(
+            refused.status(),
+            StatusCode::UNAUTHORIZED,
+            "{authorization:?}"
+        );
+        assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+    }
+    sluice
+        .wait_for_output(
+            "assignment refused: missing or wrong admin token",
+            LOG_DEADLINE,
+        )
+        .await?;
+    // Nothing was assigned: the app's route still answers 503.
+    let early = client().get(sluice.url("/assigned/hello")).send().await?;
+    assert_eq!(early.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Probes and metrics stay open.
+    assert_eq!(
+        status(&sluice.admin_url("/metrics").await?).await?,
+        StatusCode::OK
+    );
+
+    let accepted = post(Some(format!("Bearer {TOKEN}"))).await?;
+    assert_eq!(
+        accepted.status(),
+        StatusCode::OK,
+        "{:?}",
+        accepted.text().await
+    );
+    let hello = client().get(sluice.url("/assigned/hello")).send().await?;
+    assert_eq!(hello.text().await?, "Hello from the assigned v2 app");
+    Ok(())
+}
+
+#[tokio::test]
+async fn placeholder_off_loopback_without_a_token_refuses_to_start() -> anyhow::Result<()> {
+    let extras = common::Extras::default()
+        .arg("--admin-bind")
+        .arg("0.0.0.0")
+        .env_remove("SLUICE_ADMIN_TOKEN");
+    let mut sluice = Sluice::spawn_with(Options::placeholder(1), &extras)?;
+    let until = Instant::now() + STARTUP_DEADLINE;
+    let exit = loop {
+        if let Some(status) = sluice.try_exit_status()? {
+            break status;
+        }
+        ensure!(
+            Instant::now() < until,
+            "still running\n{}",
+            sluice.output_tail()
+        );
+        sleep(Duration::from_millis(20)).await;
+    };
+    ensure!(!exit.success(), "exit {exit}");
+    ensure!(
+        sluice.output_contains("needs a token (SLUICE_ADMIN_TOKEN or --admin-token-file)"),
+        "{}",
+        sluice.output_tail()
+    );
+    ensure!(
+        !sluice.output_contains("listening"),
+        "something was served\n{}",
+        sluice.output_tail()
+    );
+    Ok(())
+}

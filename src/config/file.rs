@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub worker_config: Option<PathBuf>,
     pub admin_port: Option<u16>,
     pub admin_bind: Option<IpAddr>,
+    pub admin_token_file: Option<PathBuf>,
     pub body_limit_bytes: Option<u64>,
     pub body_budget_bytes: Option<u64>,
     pub io: Option<super::IoMode>,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use sha2::{Digest, Sha256};
 
 pub use crate::logging::LogFormat;
 
@@ -93,6 +94,7 @@ impl From<CheckArgs> for ServeArgs {
             worker_config: None,
             admin_port: Some(0),
             admin_bind: Some(IpAddr::from([127, 0, 0, 1])),
+            admin_token_file: None,
             body_budget: None,
             io: None,
             threads: None,
@@ -150,6 +152,10 @@ pub struct ServeArgs {
     /// Address to bind the admin listener to (keep it off the public network) [default: 127.0.0.1].
     #[arg(long)]
     pub admin_bind: Option<IpAddr>,
+    /// File holding the token `POST /admin/assign` requires (`Authorization: Bearer …`)
+    /// [default: env SLUICE_ADMIN_TOKEN; none].
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Bytes of request bodies held in memory at once; a body beyond it is answered 503
     /// with Retry-After [default: 536870912 = 512 MiB; env SLUICE_BODY_BUDGET].
     #[arg(long)]
@@ -240,6 +246,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// The admin listener (/metrics, /healthz, /readyz); never the public port.
     pub admin: SocketAddr,
+    /// Required by `POST /admin/assign` (placeholder mode); `None` = no token.
+    pub admin_token: Option<AdminToken>,
     pub workers: NonZeroUsize,
     pub python: Option<PathBuf>,
     pub secrets_file: Option<PathBuf>,
@@ -577,6 +585,31 @@ impl ServeConfig {
                 reason: "a placeholder has no app to watch; not with --placeholder".into(),
             });
         }
+        let admin = SocketAddr::new(
+            args.admin_bind
+                .or(file.admin_bind)
+                .unwrap_or(DEFAULT_ADMIN_BIND),
+            args.admin_port
+                .or(file.admin_port)
+                .unwrap_or(DEFAULT_ADMIN_PORT),
+        );
+        let admin_token = match args.admin_token_file.or(file.admin_token_file) {
+            Some(path) => Some(AdminToken::read(&path)?),
+            None => env("SLUICE_ADMIN_TOKEN")
+                .map(|t| AdminToken::new("SLUICE_ADMIN_TOKEN", &t))
+                .transpose()?,
+        };
+        // An unauthenticated assignment endpoint reachable from the network would run any
+        // code anyone points it at, with any environment.
+        if args.placeholder && admin_token.is_none() && !admin.ip().is_loopback() {
+            return Err(ConfigError::BadSetting {
+                name: "--admin-bind",
+                value: admin.ip().to_string(),
+                reason: "placeholder mode serves POST /admin/assign on the admin listener: off \
+                         loopback it needs a token (SLUICE_ADMIN_TOKEN or --admin-token-file)"
+                    .into(),
+            });
+        }
         let simulate_uring_failure = match env("SLUICE_URING_PROBE").as_deref() {
             None | Some("") => false,
             Some("fail") => true,
@@ -619,14 +652,8 @@ impl ServeConfig {
                     .or(local.as_ref().and_then(|l| l.port))
                     .unwrap_or(DEFAULT_PORT),
             ),
-            admin: SocketAddr::new(
-                args.admin_bind
-                    .or(file.admin_bind)
-                    .unwrap_or(DEFAULT_ADMIN_BIND),
-                args.admin_port
-                    .or(file.admin_port)
-                    .unwrap_or(DEFAULT_ADMIN_PORT),
-            ),
+            admin,
+            admin_token,
             workers,
             python: args
                 .python
@@ -744,6 +771,55 @@ impl CorsSources {
         CorsPolicy::parse(&list, credentials)
             .map(Some)
             .map_err(|source| ConfigError::Cors { from, source })
+    }
+}
+
+/// The secret `POST /admin/assign` requires. Kept as its SHA-256 digest, compared in
+/// constant time; never printed.
+#[derive(Clone)]
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    /// Shortest accepted token: guessing must be hopeless.
+    const MIN_LEN: usize = 16;
+
+    fn new(name: &'static str, token: &str) -> Result<AdminToken, ConfigError> {
+        let token = token.trim();
+        if token.len() < Self::MIN_LEN {
+            return Err(ConfigError::BadSetting {
+                name,
+                value: "(hidden)".into(),
+                reason: format!(
+                    "the admin token must be at least {} characters",
+                    Self::MIN_LEN
+                ),
+            });
+        }
+        Ok(AdminToken(Sha256::digest(token.as_bytes()).into()))
+    }
+
+    fn read(path: &Path) -> Result<AdminToken, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        AdminToken::new("--admin-token-file", &text)
+    }
+
+    /// Whether `given` is the token; takes the same time wherever they differ.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(given).into();
+        digest
+            .iter()
+            .zip(&self.0)
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(hidden)")
     }
 }
 

@@ -15,6 +15,7 @@ fn args(dir: &Path) -> ServeArgs {
         worker_config: None,
         admin_port: None,
         admin_bind: None,
+        admin_token_file: None,
         body_budget: None,
         io: None,
         threads: None,
@@ -391,4 +392,49 @@ fn cors_sources_in_order_flag_file_platform_settings() {
         );
     }
     std::fs::remove_dir_all(dir).expect("cleanup");
+}
+
+#[test]
+fn admin_token_is_checked_kept_secret_and_required_off_loopback_for_placeholders() {
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let token = "0123456789abcdef-token";
+    let env = |k: &str| (k == "SLUICE_ADMIN_TOKEN").then(|| format!("{token}\n"));
+    let cfg = ServeConfig::resolve(args(&dir), &env).expect("valid");
+    let held = cfg.admin_token.expect("from the environment");
+    assert!(held.matches(token.as_bytes()), "trimmed, then compared");
+    assert!(!held.matches(b"0123456789abcdef-tokeN"));
+    assert!(!format!("{held:?}").contains(token), "never printed");
+
+    let file = dir.join("token");
+    std::fs::write(&file, "short").expect("write");
+    let mut from_file = args(&dir);
+    from_file.admin_token_file = Some(file);
+    assert!(matches!(
+        ServeConfig::resolve(from_file, &env),
+        Err(ConfigError::BadSetting {
+            name: "--admin-token-file",
+            ..
+        })
+    ));
+
+    let mut open_placeholder = args(&dir);
+    open_placeholder.app_dir = None;
+    open_placeholder.placeholder = true;
+    open_placeholder.admin_bind = Some(IpAddr::from([0, 0, 0, 0]));
+    let refused = ServeConfig::resolve(open_placeholder, &|_| None);
+    assert!(
+        matches!(
+            refused,
+            Err(ConfigError::BadSetting {
+                name: "--admin-bind",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir(
+        std::env::temp_dir().join(format!("sluice-placeholder-{}", std::process::id())),
+    );
 }
