@@ -359,7 +359,7 @@ impl Metrics {
         );
         r.register(
             "sluice_requests_queued",
-            "Requests waiting in admission for an execution slot",
+            "Requests waiting for an execution slot (host.json throttles) or for a worker to become ready",
             m.queued.clone(),
         );
         r.register(
