@@ -6,10 +6,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::config::ServeConfig;
+use crate::launch::{Prepared, prepare};
 use crate::lifecycle::Workers;
 use crate::pool::Pool;
 use crate::rpc::{RpcServer, is_prerelease};
-use crate::serve::{Prepared, ServeError, prepare};
+use crate::serve::ServeError;
 
 /// The outcome: the report to print, and whether the app can be served.
 pub struct Report {

@@ -4,6 +4,7 @@
 //! - [`config`]: command line + environment + host.json → one validated [`config::ServeConfig`].
 //! - [`check`]: `sluice check`: starts one worker and reports what serve would run.
 //! - [`serve`]: wires everything together and keeps the worker slots running.
+//! - [`launch`]: what every worker is launched from (Python, worker environment, app packages).
 //! - [`generation`]: one set of worker slots on one version of the app, and what requests
 //!   read from it; the dispatcher reads the current one per request.
 //! - [`watch`]: `serve --watch`: which file changes count, debounced into batches.
@@ -53,6 +54,7 @@ pub mod functions;
 pub mod generation;
 pub mod http;
 pub mod keys;
+pub mod launch;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

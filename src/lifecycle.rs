@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::config::ServeConfig;
 use crate::functions::{Catalog, CatalogError};
 use crate::metrics::{Metrics, RestartReason, RuntimeLabels};
 use crate::pool::Pool;
@@ -301,6 +302,29 @@ struct SlotGone<'a>(&'a Pool);
 impl Drop for SlotGone<'_> {
     fn drop(&mut self) {
         self.0.slot_gone();
+    }
+}
+
+impl Workers {
+    /// Everything a worker start needs, for this config.
+    pub fn new(
+        config: &ServeConfig,
+        launch: WorkerLaunch,
+        rpc: RpcServer,
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+    ) -> Workers {
+        Workers {
+            launch,
+            rpc,
+            pool,
+            catalog: Arc::new(OnceLock::new()),
+            route_prefix: config.host.route_prefix.clone(),
+            startup_timeout: config.startup_timeout,
+            function_timeout: config.host.function_timeout,
+            metrics,
+            stopping: watch::Sender::new(false),
+        }
     }
 }
 

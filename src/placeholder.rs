@@ -30,9 +30,6 @@ use crate::repeats::{self, Repeats};
 use crate::rpc::Initialised;
 use crate::supervisor::WorkerProcess;
 
-/// Set on placeholder workers, as the platform host does; never passed on after assignment.
-pub const PLACEHOLDER_MODE_VAR: &str = "WEBSITE_PLACEHOLDER_MODE";
-
 /// The body of `POST /admin/assign`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,6 @@
 //! `serve --watch`: turns batches of file changes into app generations. For each batch
 //! it reads the app again the way a start does (`ServeConfig::reread_app_files`: host.json;
-//! `serve::prepare`: the app's requirements and the worker launch), starts the new generation's first worker alone,
+//! `launch::prepare`: the app's requirements and the worker launch), starts the new generation's first worker alone,
 //! and once it is ready (functions loaded and routed) makes that generation current and
 //! retires the previous one in the background; the new generation's other slots start
 //! meanwhile. A change that breaks the app is logged once and the previous generation
@@ -16,11 +16,11 @@ use tracing::{error, info};
 
 use crate::config::{ConfigError, ServeConfig};
 use crate::generation::{Generation, Slots, Swap, all_done};
+use crate::launch::{PrepareError, Prepared, prepare};
 use crate::lifecycle::{Running, StartError, Workers};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::rpc::RpcServer;
-use crate::serve::{Prepared, ServeError, prepare};
 use crate::watch::Watcher;
 
 /// Why a reload did not produce a new generation (the previous one keeps serving).
@@ -29,7 +29,7 @@ pub enum ReloadError {
     #[error(transparent)]
     AppFiles(#[from] ConfigError),
     #[error(transparent)]
-    Prepare(#[from] Box<ServeError>),
+    Prepare(#[from] PrepareError),
     #[error(transparent)]
     Start(#[from] StartError),
 }
@@ -127,7 +127,7 @@ impl Reloader {
     async fn start_candidate(&self) -> Result<Candidate, ReloadError> {
         let mut config = self.config.clone();
         config.reread_app_files()?;
-        let Prepared { launch, .. } = prepare(&config).await.map_err(Box::new)?;
+        let Prepared { launch, .. } = prepare(&config).await?;
         let workers = Arc::new(Workers::new(
             &config,
             launch,

@@ -11,6 +11,9 @@ use tracing::{info, warn};
 
 use crate::worker_config::WorkerDescription;
 
+/// Set on placeholder workers, as the platform host does; never passed on after assignment.
+pub const PLACEHOLDER_MODE_VAR: &str = "WEBSITE_PLACEHOLDER_MODE";
+
 /// How to launch one worker.
 #[derive(Debug, Clone)]
 pub struct WorkerLaunch {
@@ -178,7 +181,7 @@ impl WorkerLaunch {
         let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
         env.extend(self.app_settings.iter().cloned());
         env.extend(self.worker_env());
-        for gone in ["PYTHONPATH", crate::placeholder::PLACEHOLDER_MODE_VAR] {
+        for gone in ["PYTHONPATH", PLACEHOLDER_MODE_VAR] {
             env.remove(gone);
         }
         if self.app_site.is_none() {

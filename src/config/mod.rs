@@ -438,7 +438,7 @@ fn parse_timeout(value: &serde_json::Value) -> Result<Option<Duration>, HostJson
 impl ServeConfig {
     /// Reads again the settings that come from the app's own files (host.json,
     /// local.settings.json's values and CORS), for a `--watch` reload. The worker launch is
-    /// rebuilt separately (`serve::prepare`). Settings Sluice itself took from the file at
+    /// rebuilt separately (`launch::prepare`). Settings Sluice itself took from the file at
     /// start (worker count, body limits) stay as they were.
     pub fn reread_app_files(&mut self) -> Result<(), ConfigError> {
         self.host = HostJson::load(&self.app_dir)?;

@@ -1,0 +1,126 @@
+//! What every worker of an app is launched from, resolved before any worker starts: the
+//! Python found, the worker's private environment (built from the package embedded in the
+//! binary), the app's installed requirements, and the resulting [`WorkerLaunch`]. Used by
+//! `serve`, `check` and each `--watch` reload, so a reload sees every change.
+
+use tracing::info;
+
+use crate::config::ServeConfig;
+use crate::python::{self, Asset, PythonError};
+use crate::supervisor::{PLACEHOLDER_MODE_VAR, WorkerLaunch};
+use crate::worker_config::{WorkerConfigError, WorkerDescription};
+
+/// The worker package, embedded so the binary alone is enough to run an app.
+const WORKER_ASSETS: &[Asset] = &[
+    Asset {
+        path: "worker.py",
+        bytes: include_bytes!("../worker/worker.py"),
+    },
+    Asset {
+        path: "sluice_worker/__init__.py",
+        bytes: include_bytes!("../worker/sluice_worker/__init__.py"),
+    },
+    Asset {
+        path: "sluice_worker/main.py",
+        bytes: include_bytes!("../worker/sluice_worker/main.py"),
+    },
+    Asset {
+        path: "sluice_worker/protos.py",
+        bytes: include_bytes!("../worker/sluice_worker/protos.py"),
+    },
+    Asset {
+        path: "sluice_worker/transport.py",
+        bytes: include_bytes!("../worker/sluice_worker/transport.py"),
+    },
+    Asset {
+        path: "sluice_worker/dispatcher.py",
+        bytes: include_bytes!("../worker/sluice_worker/dispatcher.py"),
+    },
+    Asset {
+        path: "sluice_worker/isolation.py",
+        bytes: include_bytes!("../worker/sluice_worker/isolation.py"),
+    },
+    Asset {
+        path: "sluice_worker/logs.py",
+        bytes: include_bytes!("../worker/sluice_worker/logs.py"),
+    },
+    Asset {
+        path: "sluice_worker/fastpath.py",
+        bytes: include_bytes!("../worker/sluice_worker/fastpath.py"),
+    },
+    Asset {
+        path: "sluice_worker/native_transport.py",
+        bytes: include_bytes!("../worker/sluice_worker/native_transport.py"),
+    },
+    // The native EventStream client (build.rs builds native/); without it, grpcio is used.
+    #[cfg(sluice_native)]
+    Asset {
+        path: "sluice_worker/_native.abi3.so",
+        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/sluice_native.abi3.so")),
+    },
+    Asset {
+        path: "FunctionRpc.desc",
+        bytes: crate::proto::DESCRIPTOR_SET,
+    },
+];
+const WORKER_LOCK: &str = include_str!("../worker/requirements.lock");
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Python(#[from] PythonError),
+    #[error(transparent)]
+    WorkerConfig(#[from] WorkerConfigError),
+}
+
+/// What both `serve` and `check` resolve before any worker starts.
+pub struct Prepared {
+    pub python: python::PythonInfo,
+    pub launch: WorkerLaunch,
+}
+
+/// Finds Python, builds (or reuses) the worker's environment, installs the app's
+/// requirements when needed. Everything a worker launch is built from is read here, so a
+/// `--watch` reload, which calls it again, sees every change.
+pub async fn prepare(config: &ServeConfig) -> Result<Prepared, PrepareError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let python = python::find_python(config.python.as_deref(), &env).await?;
+    info!(python = %python.path.display(), version = %python.version_string(), "using Python");
+    let worker_env = python::ensure_worker_env(
+        &python,
+        &python::default_cache_dir(&env),
+        WORKER_LOCK,
+        WORKER_ASSETS,
+    )
+    .await?;
+    let app_site = python::ensure_app_packages(&python, &config.app_dir, config.install).await?;
+    let (major, minor, _) = python.version;
+    let python_version = format!("{major}.{minor}");
+    let launch = WorkerLaunch {
+        python: python.path.clone(),
+        worker_dir: worker_env.worker_dir.clone(),
+        app_dir: config.app_dir.clone(),
+        worker_site: worker_env.site_packages.clone(),
+        app_site,
+        description: match &config.worker_config {
+            Some(path) => {
+                let lookup = |name: &str| match name {
+                    "FUNCTIONS_WORKER_RUNTIME_VERSION" => Some(python_version.clone()),
+                    _ => env(name),
+                };
+                let description = WorkerDescription::load(path, &lookup)?;
+                info!(executable = %description.executable.display(), "using the described worker");
+                Some(description)
+            }
+            None => None,
+        },
+        python_version,
+        app_settings: config.app_settings.applied.clone(),
+        extra_env: if config.placeholder {
+            vec![(PLACEHOLDER_MODE_VAR.to_owned(), "1".to_owned())]
+        } else {
+            Vec::new()
+        },
+    };
+    Ok(Prepared { python, launch })
+}
