@@ -201,6 +201,29 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return total
 
 
+def split_cpu_seconds(root_pid: int) -> tuple[float, float]:
+    """CPU seconds (utime + stime) charged so far to a live process itself and to its live
+    descendants: for Sluice the host and its workers, for uvicorn/granian the main process
+    and its workers. Differences around a steady run give CPU per request."""
+    hz = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        pid = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / hz
+    descendants, todo = 0.0, list(children.get(root_pid, []))
+    while todo:
+        pid = todo.pop()
+        descendants += cpu.get(pid, 0.0)
+        todo += children.get(pid, [])
+    return cpu.get(root_pid, 0.0), descendants
+
+
 def peak_rss_mb(pid: int) -> float | None:
     """VmHWM of one process: the server's main process (for Sluice the host, without its
     workers; uvicorn 2w's is its supervisor only)."""
@@ -358,8 +381,14 @@ def main() -> int:
                 if warm["errors"]:
                     failures.append(f"{config} warm-up: {warm['error_detail']}")
                 for level in args.concurrency:
+                    before = split_cpu_seconds(proc.pid)
                     result = wrk(url, level, args.duration, server.wrk_env, args.wrk_cpu)
+                    after = split_cpu_seconds(proc.pid)
                     result["peak_rss_mb"] = peak_rss_mb(proc.pid)
+                    served = max(result["requests"], 1)
+                    result["cpu_us_main"], result["cpu_us_children"] = (
+                        (a - b) * 1e6 / served for a, b in zip(after, before)
+                    )
                     rows.append(Row(config, level, result))
                     print(
                         f"   {config:<20} c={level:<4} {result['rps']:>10,.0f} rps  p50 {fmt_ms(result['p50_us'])}"

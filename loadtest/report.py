@@ -91,11 +91,19 @@ def fmt_ms(us: float) -> str:
     return f"{us / 1000:.2f} ms"
 
 
+def cpu_text(result: dict) -> str:
+    """`total (main + workers)` CPU µs per request; the clock tick (10 ms) bounds precision."""
+    main, workers = result.get("cpu_us_main"), result.get("cpu_us_children")
+    if main is None or workers is None:
+        return "n/a"
+    return f"{main + workers:.1f} ({main:.1f} + {workers:.1f})"
+
+
 def table(rows: list[Row]) -> str:
     base = {r.concurrency: r.result["rps"] for r in rows if r.config == BASELINE}
     lines = [
-        "| config | concurrency | RPS | p50 | p99 | vs uvicorn 1w | peak RSS, main process | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| config | concurrency | RPS | p50 | p99 | vs uvicorn 1w | CPU µs/req: main + workers | peak RSS, main process | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         ratio = f"{r.result['rps'] / base[r.concurrency]:.2f}×" if base.get(r.concurrency) else "n/a"
@@ -104,7 +112,7 @@ def table(rows: list[Row]) -> str:
         rss_text = f"{rss:.1f} MB" if rss is not None else "n/a"
         lines.append(
             f"| {r.config} | {r.concurrency} | {r.result['rps']:,.0f} | {fmt_ms(r.result['p50_us'])} "
-            f"| {fmt_ms(r.result['p99_us'])} | {ratio} | {rss_text} | {errors} |"
+            f"| {fmt_ms(r.result['p99_us'])} | {ratio} | {cpu_text(r.result)} | {rss_text} | {errors} |"
         )
     return "\n".join(lines)
 
