@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".")
         .build_client(false)
+        // Outgoing messages are encoded into a buffer of their own size (see rpc/codec.rs).
+        .codec_path("crate::rpc::codec::SizedProstCodec")
         .compile_fds(fds)?;
     native_extension(&out);
     Ok(())

@@ -1,26 +1,35 @@
-"""Large-body figures for Sluice: round trips of 1, 10 and 100 MB through the classic
-(gRPC) path (`tests/apps/bodies`, function `echo`), throughput and the host's peak RSS
-for each size. Standard library only.
+"""Large-body figures, side by side: upload and download of 1, 10 and 100 MiB through Sluice
+(the classic gRPC path, `tests/apps/bodies`), uvicorn and granian (`bodies_asgi.py`, the same
+routes), with the throughput and the server's peak RSS for each row. Client: standard library.
 
-    python3 loadtest/bodies.py --sluice target/release/sluice [--rounds N] [--out FILE]
+    python3 loadtest/bodies.py --sluice target/release/sluice \
+        [--uvicorn .venv/bin/uvicorn] [--granian .venv/bin/granian] [--rounds N] [--out FILE]
 
-Throughput is body size / round-trip time (the body crosses client→host→worker and
-back). Peak RSS is the sluice process's VmHWM over its VmRSS before the size's first
-round (the mark is reset through /proc/<pid>/clear_refs when the kernel allows it).
+- upload: `POST /api/sha` with the body; the server reads it whole and answers its SHA-256,
+  which the client checks.
+- download: `GET /api/zeros?bytes=N`; the server answers N zero bytes (cheap to make, so the
+  time is the transfer's), which the client counts and checks.
+Throughput is body size / request time. Peak RSS is the server's main process's VmHWM over
+its VmRSS before the size's first round (the mark is reset through /proc/<pid>/clear_refs
+where the kernel allows): Sluice's host without its worker, uvicorn's and granian's main
+process (with one worker, uvicorn serves in its main process; granian in a child).
+Rounds of the servers are interleaved, so a disturbance on this shared machine hits all.
 """
 import argparse
 import hashlib
 import http.client
 import os
-import re
+import socket
 import subprocess
 import sys
-import threading
 import time
+import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 APP = os.path.join(ROOT, "tests", "apps", "bodies")
 MIB = 1 << 20
+SIZES = (1, 10, 100)
 
 
 def status_kib(pid, field):
@@ -31,82 +40,153 @@ def status_kib(pid, field):
     raise RuntimeError(f"no {field}")
 
 
-def start(sluice):
-    proc = subprocess.Popen(
-        [sluice, "serve", APP, "--port", "0", "--bind", "127.0.0.1", "--admin-port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "NO_COLOR": "1"})
-    port, deadline = None, time.monotonic() + 600
-    for line in proc.stdout:
-        m = re.search(r"listening addr=\"?127\.0\.0\.1:(\d+)", line)
-        if m and "admin listening" not in line:
-            port = int(m.group(1))
-        if "worker ready" in line and port:
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError("sluice did not become ready")
-    # Keep draining its output so it never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-    return proc, port
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
-def round_trip(port, body):
+def commands(args, port):
+    """Server name → argv, for the servers given."""
+    out = {}
+    if args.sluice:
+        out["sluice 1w"] = [args.sluice, "serve", APP, "--port", str(port), "--bind", "127.0.0.1",
+                            "--admin-port", "0", "--workers", "1"]
+    asgi = ["--host", "127.0.0.1", "--port", str(port)]
+    if args.uvicorn:
+        out["uvicorn 1w"] = [args.uvicorn, "--app-dir", HERE, "bodies_asgi:app", *asgi, "--workers", "1",
+                             "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                             "--log-level", "warning"]
+    if args.granian:
+        out["granian 1w"] = [args.granian, "--working-dir", HERE, "--interface", "asgi", *asgi,
+                             "--workers", "1", "--http", "1", "--loop", "uvloop", "--log-level",
+                             "warning", "bodies_asgi:app"]
+    return out
+
+
+def start(argv, port, deadline_s=600):
+    """Starts a server and polls until it answers a 1-byte download."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{argv[0]} exited with {proc.returncode} during start-up")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/zeros?bytes=1", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{argv[0]} not ready after {deadline_s} s")
+
+
+def upload(port, body, digest):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    conn.request("POST", "/api/echo", body=body,
-                 headers={"Content-Type": "application/octet-stream"})
+    conn.request("POST", "/api/sha", body=body, headers={"Content-Type": "application/octet-stream"})
     response = conn.getresponse()
-    data = response.read()
+    answer = response.read().decode().strip()
     conn.close()
-    if response.status != 200 or hashlib.sha256(data).digest() != hashlib.sha256(body).digest():
-        raise RuntimeError(f"bad echo: status {response.status}, {len(data)} bytes")
+    if response.status != 200 or answer != digest:
+        raise RuntimeError(f"bad upload: status {response.status}, {answer[:80]!r}")
+
+
+def download(port, size):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    conn.request("GET", f"/api/zeros?bytes={size}")
+    response = conn.getresponse()
+    received, nonzero = 0, False
+    while chunk := response.read(4 * MIB):
+        received += len(chunk)
+        nonzero = nonzero or chunk.count(0) != len(chunk)
+    conn.close()
+    if response.status != 200 or received != size or nonzero:
+        raise RuntimeError(f"bad download: status {response.status}, {received} of {size} bytes")
+
+
+def reset_peak(pid):
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sluice", default=os.path.join(ROOT, "target", "release", "sluice"))
+    p.add_argument("--uvicorn")
+    p.add_argument("--granian")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--out")
     args = p.parse_args()
-    proc, port = start(args.sluice)
-    rows = []
+    servers = {}
     try:
-        round_trip(port, b"warm")
-        for mb in (1, 10, 100):
-            body = os.urandom(mb * MIB)
-            rounds = max(1, args.rounds if mb < 100 else min(args.rounds, 3))
-            try:
-                with open(f"/proc/{proc.pid}/clear_refs", "w") as f:
-                    f.write("5")
-            except OSError:
-                pass
-            base = status_kib(proc.pid, "VmRSS")
-            times = []
-            for _ in range(rounds):
-                t = time.perf_counter()
-                round_trip(port, body)
-                times.append(time.perf_counter() - t)
-            peak = status_kib(proc.pid, "VmHWM") - base
-            best, mean = min(times), sum(times) / len(times)
-            rows.append((mb, rounds, mb / best, mb / mean, peak / 1024))
-            print(f"{mb:>4} MB x{rounds}: best {mb / best:7.1f} MB/s, mean {mb / mean:7.1f} MB/s, "
-                  f"host peak +{peak / 1024:.0f} MiB", file=sys.stderr)
+        for name, argv in commands(args, 0).items():
+            port = free_port()
+            argv = commands(args, port)[name]
+            servers[name] = (start(argv, port), port)
+        # (server, direction, MiB) → [seconds], peak KiB over baseline
+        times, peaks = {}, {}
+        for mb in SIZES:
+            size = mb * MIB
+            body = os.urandom(size)
+            digest = hashlib.sha256(body).hexdigest()
+            rounds = args.rounds if mb < 100 else min(args.rounds, 3)
+            for direction in ("upload", "download"):
+                base = {}
+                for name, (proc, port) in servers.items():
+                    reset_peak(proc.pid)
+                    base[name] = status_kib(proc.pid, "VmRSS")
+                    # One untimed round: first-touch allocations are not the steady state.
+                    upload(port, body, digest) if direction == "upload" else download(port, size)
+                for _ in range(rounds):
+                    for name, (proc, port) in servers.items():
+                        t = time.perf_counter()
+                        upload(port, body, digest) if direction == "upload" else download(port, size)
+                        times.setdefault((name, direction, mb), []).append(time.perf_counter() - t)
+                for name, (proc, port) in servers.items():
+                    peaks[(name, direction, mb)] = status_kib(proc.pid, "VmHWM") - base[name]
+                    ts = times[(name, direction, mb)]
+                    print(f"{name:<11} {direction:<8} {mb:>4} MiB x{rounds}: best {mb / min(ts):8.1f} MiB/s, "
+                          f"peak +{peaks[(name, direction, mb)] / 1024:.0f} MiB", file=sys.stderr)
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    lines = [
-        "| body | rounds | MB/s (best) | MB/s (mean) | host peak RSS over baseline |",
-        "|---|---|---|---|---|",
-        *[f"| {mb} MB | {n} | {b:.1f} | {m:.1f} | {pk:.0f} MiB ({pk / mb:.1f}x body) |"
-          for mb, n, b, m, pk in rows],
-    ]
-    text = "\n".join(lines) + "\n"
+        for proc, _ in servers.values():
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    text = report(servers, times, peaks)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
-            f.write(f"# Large-body round trips ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n")
-            f.write("`loadtest/bodies.sh`: POST /api/echo of tests/apps/bodies, 1 worker, "
-                    "release build, 127.0.0.1. Throughput = body size / round-trip time.\n\n")
+            f.write(f"# Large bodies side by side ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n")
+            f.write("`loadtest/bodies.sh`: release build, one worker each, 127.0.0.1, rounds interleaved "
+                    f"across servers; load average {' '.join(open('/proc/loadavg').read().split()[:3])} "
+                    "at the end. MiB/s = body size / request time.\n\n")
             f.write(text)
+
+
+def report(servers, times, peaks):
+    names = list(servers)
+    lines = ["| direction | body | server | MiB/s (best) | MiB/s (median) | vs the faster ASGI server "
+             "(best) | peak RSS over baseline |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for direction in ("upload", "download"):
+        for mb in SIZES:
+            best = {n: mb / min(times[(n, direction, mb)]) for n in names}
+            asgi = [best[n] for n in names if not n.startswith("sluice")]
+            for n in names:
+                ts = sorted(times[(n, direction, mb)])
+                median = mb / ts[len(ts) // 2]
+                ratio = f"{best[n] / max(asgi):.2f}×" if asgi else "n/a"
+                peak = peaks[(n, direction, mb)] / 1024
+                lines.append(f"| {direction} | {mb} MiB | {n} | {best[n]:.1f} | {median:.1f} | {ratio} "
+                             f"| {peak:.0f} MiB ({peak / mb:.1f}× body) |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -31,11 +31,14 @@ async fn start(extras: Extras) -> anyhow::Result<Sluice> {
 /// and a CI machine is not asked for 500 MB of bodies at once.
 static HEAVY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
-/// Host peak memory may grow by at most this many times the body over its baseline.
-const RSS_FACTOR: u64 = 3;
+/// Host peak memory may grow by at most this many times the bodies over its baseline (the
+/// body as received and the gRPC message it is encoded into), plus [`RSS_SLACK`] for the
+/// allocator and the runtime.
+const RSS_FACTOR: u64 = 2;
+const RSS_SLACK: u64 = 24 * MIB as u64;
 
 #[tokio::test]
-async fn a_100_mb_request_body_reaches_the_function_whole_within_3x_host_memory()
+async fn a_100_mb_request_body_reaches_the_function_whole_within_2x_host_memory()
 -> anyhow::Result<()> {
     let _heavy = HEAVY.acquire().await?;
     let sluice = start(Extras::default()).await?;
@@ -60,7 +63,7 @@ async fn a_100_mb_request_body_reaches_the_function_whole_within_3x_host_memory(
     );
     assert_eq!(got, want);
     assert!(
-        peak <= RSS_FACTOR * 100 * MIB as u64,
+        peak <= RSS_FACTOR * 100 * MIB as u64 + RSS_SLACK,
         "host peak grew {} MiB for a 100 MiB body",
         peak >> 20
     );
@@ -68,7 +71,7 @@ async fn a_100_mb_request_body_reaches_the_function_whole_within_3x_host_memory(
 }
 
 #[tokio::test]
-async fn a_100_mb_response_body_arrives_byte_exact_within_3x_host_memory() -> anyhow::Result<()> {
+async fn a_100_mb_response_body_arrives_byte_exact_within_2x_host_memory() -> anyhow::Result<()> {
     let _heavy = HEAVY.acquire().await?;
     let sluice = start(Extras::default()).await?;
     let pid = sluice.pid()?;
@@ -96,7 +99,7 @@ async fn a_100_mb_response_body_arrives_byte_exact_within_3x_host_memory() -> an
     assert_eq!(length, 100 * MIB);
     assert_eq!(format!("{:x}", sha2::Digest::finalize(hasher)), want);
     assert!(
-        peak <= RSS_FACTOR * 100 * MIB as u64,
+        peak <= RSS_FACTOR * 100 * MIB as u64 + RSS_SLACK,
         "host peak grew {} MiB for a 100 MiB body",
         peak >> 20
     );
@@ -210,7 +213,7 @@ async fn ten_concurrent_20_mb_uploads_complete_with_bounded_host_memory() -> any
         peak >> 20
     );
     assert!(
-        peak <= RSS_FACTOR * 200 * MIB as u64,
+        peak <= RSS_FACTOR * 200 * MIB as u64 + RSS_SLACK,
         "host peak grew {} MiB for 200 MiB of bodies",
         peak >> 20
     );

@@ -4,6 +4,7 @@
 //! Knows nothing about HTTP routing; HTTP ⇄ RpcHttp conversion lives in `convert`.
 
 mod capabilities;
+pub mod codec;
 mod handshake;
 mod reload;
 pub mod server;

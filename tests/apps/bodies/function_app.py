@@ -1,6 +1,7 @@
 """Fixture for tests/bodies.rs and loadtest/bodies.sh: large bodies over the classic
 (gRPC) path. `sha` hashes the request body, `generate` makes a body of the asked size and
-names its SHA-256 in a header, `echo` returns the request body (round trips)."""
+names its SHA-256 in a header, `echo` returns the request body (round trips), `zeros`
+answers the asked number of zero bytes (a download whose making costs next to nothing)."""
 
 import hashlib
 import os
@@ -28,3 +29,8 @@ def generate(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="echo", methods=["POST"])
 def echo(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(req.get_body(), mimetype="application/octet-stream")
+
+
+@app.route(route="zeros", methods=["GET"])
+def zeros(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(bytes(int(req.params["bytes"])), mimetype="application/octet-stream")
