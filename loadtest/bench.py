@@ -101,7 +101,8 @@ def servers(python_path: str, only: set[str] | None) -> list[Server]:
         "--log-level",
         "warning",
     ]
-    options = ["--python", python_path, "--port", "0", "--bind", "127.0.0.1", "--drain-grace", "1"]
+    # A free admin port too: the default (9091) may belong to another Sluice on the machine.
+    options = ["--python", python_path, "--port", "0", "--bind", "127.0.0.1", "--admin-port", "0", "--drain-grace", "1"]
     sluice = [str(SLUICE), "serve", str(FIXTURE_APP), *options]
     sluice13 = [str(SLUICE), "serve", str(FIXTURE_APP_RT13), *options]
     fixture = {" sync": "/api/sync_hello", " async": "/api/async_hello"}
