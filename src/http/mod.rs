@@ -332,12 +332,27 @@ fn builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(header_bytes);
+    // HTTP/2 limits pinned here rather than left to hyper's defaults, which a dependency
+    // update could change (tests/hostile_h2.rs holds them): 100 streams per connection as
+    // Kestrel (the platform host's server) allows, which also bounds what a client that
+    // never reads its responses can make one connection hold; rapid-reset and
+    // error-reset budgets as hyper sets them today.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_pending_accept_reset_streams(H2_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_ERROR_RESETS);
     builder
 }
+
+/// Concurrent streams per HTTP/2 connection (Kestrel's `MaxStreamsPerConnection`).
+const H2_MAX_STREAMS: u32 = 100;
+/// Streams a client may reset before Sluice accepts them (rapid reset) before GOAWAY.
+const H2_PENDING_RESETS: usize = 20;
+/// Streams Sluice may reset for a client's protocol errors before GOAWAY.
+const H2_ERROR_RESETS: usize = 1024;
 
 /// Resolves once a drain is requested, or once nobody can request one any more (the
 /// sender is gone, so the server's owner is shutting down).
