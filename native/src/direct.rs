@@ -34,6 +34,17 @@ const FRAME_HEADER: usize = 5;
 /// Outbound gRPC frames go to h2 in pieces of at most this size (h2 takes < 2 GiB each).
 const MAX_DATA: usize = 1 << 30;
 
+/// `message` encoded once, straight into its gRPC frame (for [`Direct::send_frame`]).
+pub fn frame(message: &impl prost::Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut frame = BytesMut::with_capacity(FRAME_HEADER + len);
+    frame.put_u8(0);
+    frame.put_u32(len as u32);
+    // Cannot fail: the buffer has room for the whole message.
+    let _ = message.encode(&mut frame);
+    frame.freeze()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("bad host address {0:?}")]
@@ -238,13 +249,18 @@ impl Direct {
         self.end.is_some()
     }
 
-    /// Queues one message, framed for gRPC in one buffer (its only copy); `pump` writes it.
+    /// Queues one encoded message, framed for gRPC in one buffer (its only copy); `pump`
+    /// writes it.
     pub fn send(&mut self, message: &[u8]) -> Result<(), h2::Error> {
         let mut frame = BytesMut::with_capacity(FRAME_HEADER + message.len());
         frame.put_u8(0);
         frame.put_u32(message.len() as u32);
         frame.extend_from_slice(message);
-        let mut frame = frame.freeze();
+        self.send_frame(frame.freeze())
+    }
+
+    /// Queues a message already framed by [`frame`], without copying it.
+    pub fn send_frame(&mut self, mut frame: Bytes) -> Result<(), h2::Error> {
         while !frame.is_empty() {
             let piece = frame.split_to(frame.len().min(MAX_DATA));
             self.send.send_data(piece, false)?;

@@ -13,6 +13,7 @@ use prost::Message;
 use pyo3::exceptions::PyNotImplementedError;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::proto::streaming_message::Content;
@@ -163,13 +164,14 @@ fn unsupported(what: &str) -> PyErr {
 }
 
 /// The successful InvocationResponse for `return_datum` and `outputs` (`[(name, Datum)]`),
-/// as an encoded StreamingMessage.
+/// as a StreamingMessage encoded into its gRPC frame: a body is copied once, from the
+/// Python `bytes` into the frame.
 pub fn encode_success(
     request_id: String,
     invocation_id: String,
     return_datum: &Bound<'_, PyAny>,
     outputs: &Bound<'_, PyList>,
-) -> PyResult<Vec<u8>> {
+) -> PyResult<Bytes> {
     let mut output_data = Vec::with_capacity(outputs.len());
     for item in outputs.iter() {
         let (name, datum): (String, Bound<'_, PyAny>) =
@@ -188,11 +190,10 @@ pub fn encode_success(
         }),
         return_value: as_typed_data(return_datum)?,
     };
-    Ok(StreamingMessage {
+    Ok(crate::direct::frame(&StreamingMessage {
         request_id,
         content: Some(Content::InvocationResponse(response)),
-    }
-    .encode_to_vec())
+    }))
 }
 
 /// `datum_as_proto`. A Python None (no return binding) is no value.
@@ -274,9 +275,11 @@ fn exact_str(value: &Bound<'_, PyAny>) -> PyResult<String> {
     value.extract()
 }
 
+/// The `bytes` object's own buffer, not a copy: the message holding it is encoded (the
+/// one copy) and dropped while the GIL is held.
 fn exact_bytes(value: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     let bytes = value
         .cast::<PyBytes>()
         .map_err(|_| unsupported("a value that is not bytes"))?;
-    Ok(Bytes::copy_from_slice(bytes.as_bytes()))
+    Ok(Bytes::from_owner(PyBackedBytes::from(bytes.clone())))
 }

@@ -107,16 +107,19 @@ impl Connection {
 
     /// Queues encoded StreamingMessages, in order, and writes what the socket takes now;
     /// True when the rest waits for the socket to turn writable (then call `pump`).
-    fn send_many(&mut self, messages: Vec<Bound<'_, PyBytes>>) -> PyResult<bool> {
+    /// Each message is encoded `bytes`, or a [`Frame`] (sent without a copy).
+    fn send_many(&mut self, messages: Vec<Bound<'_, PyAny>>) -> PyResult<bool> {
         if self.direct.is_ended() {
             return Err(PyConnectionError::new_err(
                 "the stream to the host has ended",
             ));
         }
         for message in messages {
-            self.direct
-                .send(message.as_bytes())
-                .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
+            let sent = match message.cast::<Frame>() {
+                Ok(frame) => self.direct.send_frame(frame.get().0.clone()),
+                Err(_) => self.direct.send(message.cast::<PyBytes>()?.as_bytes()),
+            };
+            sent.map_err(|e| PyConnectionError::new_err(e.to_string()))?;
         }
         // Nothing is read here (see `Direct::pump`): inbound data waits for `pump`.
         Ok(self.direct.pump(false).want_write)
@@ -148,19 +151,22 @@ impl Connection {
     }
 }
 
-/// The encoded StreamingMessage answering `request_id` with a successful InvocationResponse
-/// carrying `return_datum` (a Datum or None) and `outputs` (`[(name, Datum)]`). Raises
-/// NotImplementedError for a value the runtime's own encoder must handle.
+/// An encoded StreamingMessage in its gRPC frame, held in Rust until `send_many` queues it:
+/// a large body is not copied into a Python `bytes` and back.
+#[pyclass(frozen)]
+struct Frame(Bytes);
+
+/// The StreamingMessage answering `request_id` with a successful InvocationResponse
+/// carrying `return_datum` (a Datum or None) and `outputs` (`[(name, Datum)]`), as a
+/// [`Frame`]. Raises NotImplementedError for a value the runtime's own encoder must handle.
 #[pyfunction]
-fn encode_invocation_response<'py>(
-    py: Python<'py>,
+fn encode_invocation_response(
     request_id: String,
     invocation_id: String,
-    return_datum: &Bound<'py, PyAny>,
-    outputs: &Bound<'py, PyList>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    let encoded = invocation::encode_success(request_id, invocation_id, return_datum, outputs)?;
-    Ok(PyBytes::new(py, &encoded))
+    return_datum: &Bound<'_, PyAny>,
+    outputs: &Bound<'_, PyList>,
+) -> PyResult<Frame> {
+    invocation::encode_success(request_id, invocation_id, return_datum, outputs).map(Frame)
 }
 
 /// `host:port`, with an IPv6 address in brackets.
