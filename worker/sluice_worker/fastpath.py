@@ -196,10 +196,11 @@ class FastPath:
         otel = self._rt.otel_manager
         return otel.get_azure_monitor_available() or otel.get_otel_libs_available()
 
-    def _encoded(self, request_id, invocation_id, returned, outputs, has_return) -> bytes:
-        """Encoded in Rust; what it leaves to the runtime (cookies, unusual values, a
-        missing return Datum) goes through the runtime's `datum_as_proto`, which also
-        raises what the protobuf entry would raise."""
+    def _encoded(self, request_id, invocation_id, returned, outputs, has_return):
+        """Encoded in Rust (a native Frame, which the transport sends without copying it);
+        what it leaves to the runtime (cookies, unusual values, a missing return Datum) goes
+        through the runtime's `datum_as_proto` (bytes), which also raises what the protobuf
+        entry would raise."""
         if returned is not None or not has_return:
             try:
                 return self._encode(request_id, invocation_id, returned, outputs)
