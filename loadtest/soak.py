@@ -14,10 +14,10 @@ binary first; or, once that is done, `loadtest/.venv/bin/python loadtest/soak.py
    one, so the kills alternate between the slots. Records each kill time and how long until every
    slot had a ready worker again.
 4. Writes `results/<date>-soak.md` (and prints it): requests, failures by status and whether each
-   was in flight on a killed worker (checked against Sluice's own count of the invocations lost),
-   hung requests (k6's request timeout), p50/p99 in the `--window` seconds after each kill against
-   the rest, achieved against target rate, dropped iterations, CPU µs per request of the host and
-   of the workers (from /proc), commit, machine and load average.
+   was in flight on a killed worker (checked against the requests Sluice logged as failed because
+   their worker went away), hung requests (k6's request timeout), p50/p99 in the `--window` seconds
+   after each kill against the rest, achieved against target rate, dropped iterations, CPU µs per
+   request of the host and of the workers (from /proc), commit, machine and load average.
 
 Exit status 1 when a request hung or failed without being in flight on a killed worker (sent before
 the kill, or before Sluice saw the worker die, and answered after the kill), or k6 failed.
@@ -58,15 +58,19 @@ HZ = os.sysconf("SC_CLK_TCK")
 # k6 error code of a request that hit the request timeout (k6's "request timeout" 1050).
 K6_TIMEOUT = "1050"
 # A request was "in flight on a killed worker" when it ended after the kill and started before Sluice
-# saw that worker's stream close (its log line: a worker takes a few ms to die, and what Sluice sent
-# it meanwhile is lost with it). Both clocks are the system's wall clock; k6's Date.now() is in whole
+# first noticed that worker's death (its log: a worker takes a few ms to die, and what Sluice sent it
+# meanwhile is lost with it). Both clocks are the system's wall clock; k6's Date.now() is in whole
 # ms, hence the slack.
 KILL_SLACK_MS = 2
-# Sluice's log: worker id → pid, and what it saw of each worker's death (with its own count of the
-# invocations the worker took with it).
+# Sluice's log: worker id → pid; what it noticed of each worker's death; the requests it failed
+# because their worker went away (the first one in full, then a count per interval).
 STARTED = re.compile(r"worker process started worker=(\S+) pid=(\d+)")
-DIED = re.compile(r"^(\S+Z)\s+WARN .*(?:worker stream closed with invocations in flight|worker exited)"
-                  r"(?: slot=\d+)? worker=(\S+)(?: invocations=(\d+))?", re.MULTILINE)
+DIED = re.compile(r"^(\S+Z)\s+WARN .*(?:worker stream closed with invocations in flight|worker exited"
+                  r"|request failed .*error=\"worker) (?:slot=\d+ )?(?:worker=)?([0-9a-f-]{36})", re.MULTILINE)
+GONE = re.compile(r'^(\S+Z)\s+WARN .*request failed .*error="worker ([0-9a-f-]{36}) went away before answering"',
+                  re.MULTILINE)
+GONE_REPEATS = re.compile(r"^(\S+Z)\s+WARN .*request failed \(the same again.* kind=worker_gone .*repeated=(\d+)",
+                          re.MULTILINE)
 
 
 class SoakFailed(Exception):
@@ -80,7 +84,7 @@ class Kill:
     alive: int  # worker processes before the kill
     recovered_s: float | None = None  # until every slot had a ready worker again
     seen: float | None = None  # wall clock of Sluice's first log line about the death
-    lost: int = 0  # invocations in flight on the killed worker, from Sluice's log
+    gone: int = 0  # requests Sluice failed because this worker went away (its log)
 
 
 @dataclass
@@ -379,16 +383,26 @@ def fmt(ms: float) -> str:
 
 
 def read_deaths(sluice: Sluice) -> None:
-    """Sets each kill's `seen` and `lost` from Sluice's log: its first line about that worker's death
-    and its count of the invocations in flight on it ("worker stream closed with invocations in
-    flight … invocations=N"; a worker with nothing in flight has only "worker exited")."""
+    """Sets each kill's `seen` (Sluice's first log line about that worker's death) and `gone` (the
+    requests it failed with "worker … went away before answering": the first logged in full, the
+    next ones counted in "the same again" lines, which come before the next kill)."""
     text = ANSI.sub("", sluice.log.read_text(errors="replace"))
     worker_of = {int(pid): worker for worker, pid in STARTED.findall(text)}
-    for kill in sluice.kills:
-        for m in DIED.finditer(text):
-            if m[2] == worker_of.get(kill.pid):
-                kill.seen = kill.seen or datetime.datetime.fromisoformat(m[1]).timestamp()
-                kill.lost += int(m[3] or 0)
+    kill_of = {worker_of.get(k.pid): k for k in sluice.kills}
+
+    def at(stamp: str) -> float:
+        return datetime.datetime.fromisoformat(stamp).timestamp()
+
+    for m in DIED.finditer(text):
+        if kill := kill_of.get(m[2]):
+            kill.seen = min(kill.seen or at(m[1]), at(m[1]))
+    for m in GONE.finditer(text):
+        if kill := kill_of.get(m[2]):
+            kill.gone += 1
+    for m in GONE_REPEATS.finditer(text):
+        before = [k for k in sluice.kills if k.at <= at(m[1])]
+        if before:
+            before[-1].gone += int(m[2])
 
 
 def on_killed_worker(r: Request, kill: Kill) -> bool:
@@ -416,7 +430,7 @@ def analyse(args, sluice: Sluice, rate: int, max_rate: float, done: list[Request
     on_killed = [r for r in failed if any(on_killed_worker(r, k) for k in sluice.kills)]
     at_signal = [r for r in on_killed if any(in_flight(r, k) for k in kills_ms)]
     unexplained = [r for r in failed if not any(on_killed_worker(r, k) for k in sluice.kills)]
-    lost = sum(k.lost for k in sluice.kills)
+    gone = sum(k.gone for k in sluice.kills)
     passed = not hung and not unexplained
 
     def near_kill(r: Request) -> bool:  # in flight at some point of the window after a kill
@@ -439,8 +453,8 @@ def analyse(args, sluice: Sluice, rate: int, max_rate: float, done: list[Request
         "ready worker wait for the one coming instead of getting a 503; nothing hangs.",
         "",
         f"**{'PASS' if passed else 'FAIL'}**: {len(failed):,} failed requests, {len(on_killed):,} of them in flight "
-        f"on a killed worker ({len(unexplained):,} not); Sluice counted {lost:,} invocations lost with the "
-        f"killed workers; {len(hung):,} hung.",
+        f"on a killed worker ({len(unexplained):,} not); Sluice logged {gone:,} requests failed because their "
+        f"worker went away; {len(hung):,} hung.",
         "",
         "Figures from this shared 2-core VM (k6, Sluice, its workers and other jobs on the same cores) are only "
         "comparable within one run: read during-kill against between-kill and achieved against target, not "
@@ -463,7 +477,7 @@ def analyse(args, sluice: Sluice, rate: int, max_rate: float, done: list[Request
         f"| failed | {len(failed):,}: {len(at_signal):,} in flight at the kill signal, "
         f"{len(on_killed) - len(at_signal):,} sent between the signal and Sluice seeing the worker die, "
         f"{len(unexplained):,} otherwise |",
-        f"| invocations lost with the killed workers (Sluice's log) | {lost:,} |",
+        f"| failed by Sluice because the worker went away (its log) | {gone:,} |",
         f"| hung (k6 request timeout) | {len(hung):,} |",
         f"| kills | {len(sluice.kills)} (every {args.kill_every:g} s) |",
         f"| CPU µs per request | host {cpu[0] * per_request:.1f}, workers {cpu[1] * per_request:.1f} (from /proc; "
@@ -519,12 +533,12 @@ def kill_lines(args, sluice: Sluice, done: list[Request], first: float) -> list[
     window_ms = args.window * 1000
     lines = [
         "t: from the first request; seen: until Sluice logged the worker's death; in flight: requests sent "
-        "before the kill and answered after it (on both workers); lost: the invocations Sluice counted on the "
-        "killed worker; failed: requests in flight on the killed worker that failed; p99: successful requests "
-        f"in flight during the {args.window:g} s after; ready again: until a replacement process existed and "
-        "every slot had a ready worker (polled every 50 ms).",
+        "before the kill and answered after it (on both workers); gone: the requests Sluice failed because "
+        "the killed worker went away (its log); failed: requests in flight on the killed worker that failed "
+        f"(k6); p99: successful requests in flight during the {args.window:g} s after; ready again: until a "
+        "replacement process existed and every slot had a ready worker (polled every 50 ms).",
         "",
-        "| # | t | pid | workers before | seen | in flight | lost | failed | p99 after | ready again |",
+        "| # | t | pid | workers before | seen | in flight | gone | failed | p99 after | ready again |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for i, kill in enumerate(sluice.kills, 1):
@@ -535,7 +549,7 @@ def kill_lines(args, sluice: Sluice, done: list[Request], first: float) -> list[
         seen = f"{(kill.seen - kill.at) * 1000:.1f} ms" if kill.seen else "—"
         recovered = f"{kill.recovered_s:.2f} s" if kill.recovered_s is not None else "not seen"
         lines.append(f"| {i} | {(k - first) / 1000:.1f} s | {kill.pid} | {kill.alive} | {seen} | {flight} | "
-                     f"{kill.lost} | {failed} | {fmt(pct(after, 0.99))} | {recovered} |")
+                     f"{kill.gone} | {failed} | {fmt(pct(after, 0.99))} | {recovered} |")
     recoveries = [k.recovered_s for k in sluice.kills if k.recovered_s is not None]
     if recoveries:
         lines += ["", f"Ready again after: median {statistics.median(recoveries):.2f} s, "
