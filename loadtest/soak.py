@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import re
@@ -223,7 +224,7 @@ def wait_ready(sluice: Sluice, deadline_s: float) -> None:
             raise SoakFailed(f"sluice exited with {sluice.proc.returncode} during start-up (log: {sluice.log})")
         if not sluice.admin:
             text = ANSI.sub("", sluice.log.read_text(errors="replace"))
-            port = re.search(r"listening addr=127\.0\.0\.1:(\d+)", text)
+            port = re.search(r"(?<!admin )listening addr=127\.0\.0\.1:(\d+)", text)
             admin = re.search(r"admin listening addr=127\.0\.0\.1:(\d+)", text)
             if port and admin:
                 sluice.port, sluice.admin = int(port.group(1)), int(admin.group(1))
@@ -560,15 +561,17 @@ def kill_lines(args, sluice: Sluice, done: list[Request], first: float) -> list[
 def window_lines(args, done: list[Request], first: float) -> list[str]:
     lines = ["| t | requests | req/s | p50 | p99 | max | failed |", "|---:|---:|---:|---:|---:|---:|---:|"]
     step = args.kill_every * 1000
+    # The few requests k6 starts a hair after --duration (timed from the first one seen) go into
+    # the last window instead of a window of their own.
+    last_bucket = max(math.ceil(args.duration * 1000 / step) - 1, 0)
     buckets: dict[int, list[Request]] = {}
     for r in done:
-        buckets.setdefault(int((r.start - first) // step), []).append(r)
-    last = max((r.start for r in done), default=first) - first
+        buckets.setdefault(min(int((r.start - first) // step), last_bucket), []).append(r)
     for b in sorted(buckets):
         rs = buckets[b]
         values = [r.duration for r in rs if r.status == 200]
-        seconds = min(step, last - b * step) / 1000 or 1  # the last window may be partial
-        lines.append(f"| {b * step / 1000:.0f}–{(b + 1) * step / 1000:.0f} s | {len(rs):,} | "
+        seconds = min(step, args.duration * 1000 - b * step) / 1000  # the last window may be shorter
+        lines.append(f"| {b * step / 1000:.0f}–{b * step / 1000 + seconds:.0f} s | {len(rs):,} | "
                      f"{len(rs) / seconds:,.0f} | {fmt(pct(values, 0.5))} | {fmt(pct(values, 0.99))} | "
                      f"{fmt(max(values, default=float('nan')))} | {sum(r.status != 200 for r in rs)} |")
     return lines
