@@ -6,6 +6,10 @@
 #                              → loadtest/results/<date>-<commit>.md + .png
 #   loadtest/run.sh --smoke    seconds per config, c = 16, plus k6 smoke.js
 #                              → loadtest/results/smoke-latest.md + .png (gitignored)
+#   loadtest/run.sh --soak     soak under worker kills (~6 min; --soak first): installs and
+#                              builds sluice as above, then runs soak.py with the options after it
+#                              (e.g. --duration 60 --kill-every 5)
+#                              → loadtest/results/<date>-soak.md
 #
 # Other options go to bench.py: --concurrency "16 64 256", --duration SECS, --warmup SECS,
 # --only sluice,uvicorn, --wrk-cpu N, --server-cpus LIST. Exit status 1 when any request
@@ -17,6 +21,12 @@ root="$(dirname "$here")"
 venv="$here/.venv"
 
 log() { printf '%s\n' "-- $*" >&2; }
+
+mode=bench
+if [[ "${1:-}" == "--soak" ]]; then
+  mode=soak
+  shift
+fi
 
 # wrk and taskset (util-linux) come from Debian.
 if ! command -v wrk >/dev/null; then
@@ -48,8 +58,13 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; th
   echo "$want" >"$stamp"
 fi
 
-log "building sluice and hyper-hello (release)"
+log "building sluice (release)"
 (cd "$root" && cargo build --release --quiet --bin sluice)
+if [[ "$mode" == soak ]]; then
+  exec "$venv/bin/python" "$here/soak.py" --python "$python" "$@"
+fi
+
+log "building hyper-hello (release)"
 cargo build --release --quiet --manifest-path "$here/hyper-hello/Cargo.toml"
 
 exec "$venv/bin/python" "$here/bench.py" --python "$python" "$@"
