@@ -189,6 +189,16 @@ impl Load {
         self.state.lock().unwrap().done.clone()
     }
 
+    /// Waits (20 s at most) until `n` requests started after `since` have completed.
+    async fn until_completed_since(&self, since: Instant, n: usize) -> anyhow::Result<()> {
+        wait_until(
+            &format!("{n} requests started after {since:?} completed"),
+            Duration::from_secs(20),
+            || self.outcomes().iter().filter(|o| o.start > since).count() >= n,
+        )
+        .await
+    }
+
     /// Stops the loops and returns every outcome (bounded: each request has a deadline).
     async fn finish(mut self) -> Vec<Outcome> {
         self.stop.store(true, Ordering::Relaxed);
@@ -418,18 +428,7 @@ async fn kill_worker_mid_request_only_fails_its_in_flight_requests() -> anyhow::
     let exit_seen = wait_for_count(&sluice, EXITED, 1, LOG_DEADLINE).await?;
     let recovered_at = wait_for_count(&sluice, READY, 3, LOG_DEADLINE).await?;
     // Keep the load on the restarted pool until a few more slow calls have completed.
-    wait_until(
-        "10 requests started after the restart completed",
-        Duration::from_secs(20),
-        || {
-            load.outcomes()
-                .iter()
-                .filter(|o| o.start > recovered_at)
-                .count()
-                >= 10
-        },
-    )
-    .await?;
+    load.until_completed_since(recovered_at, 10).await?;
     let outcomes = load.finish().await;
     let started = slow_starts(&sluice);
 
@@ -549,18 +548,7 @@ async fn requests_wait_for_a_coming_worker_when_the_only_ready_one_dies() -> any
     kill_worker(&sluice, victim)?;
     let exit_seen = wait_for_count(&sluice, EXITED, 1, LOG_DEADLINE).await?;
     let recovered_at = wait_for_count(&sluice, READY, 2, Duration::from_secs(30)).await?;
-    wait_until(
-        "100 requests started after a worker was ready again completed",
-        Duration::from_secs(20),
-        || {
-            load.outcomes()
-                .iter()
-                .filter(|o| o.start > recovered_at)
-                .count()
-                >= 100
-        },
-    )
-    .await?;
+    load.until_completed_since(recovered_at, 100).await?;
     let outcomes = load.finish().await;
     let started = slow_starts(&sluice);
 
