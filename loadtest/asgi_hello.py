@@ -14,15 +14,20 @@ HELLO_HEADERS = [
 HELLO_PATHS = {"/api/hello", "/api/sync_hello", "/api/async_hello"}
 
 
+async def lifespan(receive, send):
+    """Acknowledges start-up and shutdown (shared with bodies_asgi.py)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     if scope["type"] != "http":
         return
     path, method = scope["path"], scope["method"]

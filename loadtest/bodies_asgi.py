@@ -5,16 +5,12 @@ answers N zero bytes. No framework: the baseline is the server itself.
 import hashlib
 from urllib.parse import parse_qs
 
+from asgi_hello import lifespan
+
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        return await lifespan(receive, send)
     if scope["type"] != "http":
         return
     path, method = scope["path"], scope["method"]
