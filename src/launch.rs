@@ -10,48 +10,28 @@ use crate::python::{self, Asset, PythonError};
 use crate::supervisor::{PLACEHOLDER_MODE_VAR, WorkerLaunch};
 use crate::worker_config::{WorkerConfigError, WorkerDescription};
 
+/// One file of `worker/`, embedded under its path there.
+macro_rules! worker_file {
+    ($path:literal) => {
+        Asset {
+            path: $path,
+            bytes: include_bytes!(concat!("../worker/", $path)),
+        }
+    };
+}
+
 /// The worker package, embedded so the binary alone is enough to run an app.
 const WORKER_ASSETS: &[Asset] = &[
-    Asset {
-        path: "worker.py",
-        bytes: include_bytes!("../worker/worker.py"),
-    },
-    Asset {
-        path: "sluice_worker/__init__.py",
-        bytes: include_bytes!("../worker/sluice_worker/__init__.py"),
-    },
-    Asset {
-        path: "sluice_worker/main.py",
-        bytes: include_bytes!("../worker/sluice_worker/main.py"),
-    },
-    Asset {
-        path: "sluice_worker/protos.py",
-        bytes: include_bytes!("../worker/sluice_worker/protos.py"),
-    },
-    Asset {
-        path: "sluice_worker/transport.py",
-        bytes: include_bytes!("../worker/sluice_worker/transport.py"),
-    },
-    Asset {
-        path: "sluice_worker/dispatcher.py",
-        bytes: include_bytes!("../worker/sluice_worker/dispatcher.py"),
-    },
-    Asset {
-        path: "sluice_worker/isolation.py",
-        bytes: include_bytes!("../worker/sluice_worker/isolation.py"),
-    },
-    Asset {
-        path: "sluice_worker/logs.py",
-        bytes: include_bytes!("../worker/sluice_worker/logs.py"),
-    },
-    Asset {
-        path: "sluice_worker/fastpath.py",
-        bytes: include_bytes!("../worker/sluice_worker/fastpath.py"),
-    },
-    Asset {
-        path: "sluice_worker/native_transport.py",
-        bytes: include_bytes!("../worker/sluice_worker/native_transport.py"),
-    },
+    worker_file!("worker.py"),
+    worker_file!("sluice_worker/__init__.py"),
+    worker_file!("sluice_worker/main.py"),
+    worker_file!("sluice_worker/protos.py"),
+    worker_file!("sluice_worker/transport.py"),
+    worker_file!("sluice_worker/dispatcher.py"),
+    worker_file!("sluice_worker/isolation.py"),
+    worker_file!("sluice_worker/logs.py"),
+    worker_file!("sluice_worker/fastpath.py"),
+    worker_file!("sluice_worker/native_transport.py"),
     // The native EventStream client (build.rs builds native/); without it, grpcio is used.
     #[cfg(sluice_native)]
     Asset {
