@@ -19,28 +19,11 @@ import sys
 import time
 import urllib.request
 
+from procfs import HZ, children, cpu_ticks
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP = os.path.join(HERE, "apps", "hello_async_sync")
 PORT = 18291
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ticks(pid):
-    """utime + stime of `pid`, in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def children(pid):
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                found += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
-    return found
 
 
 def wait_ready(url, deadline):
@@ -84,8 +67,8 @@ def round_(binary, extra, args, log):
         before = [cpu_ticks(p) for p in pids]
         total, rps = wrk(url, args.connections, args.duration, args.wrk_cpu)
         after = [cpu_ticks(p) for p in pids]
-        host_us = (after[0] - before[0]) / TICK * 1e6 / total
-        worker_us = sum(a - b for a, b in zip(after[1:], before[1:])) / TICK * 1e6 / total
+        host_us = (after[0] - before[0]) / HZ * 1e6 / total
+        worker_us = sum(a - b for a, b in zip(after[1:], before[1:])) / HZ * 1e6 / total
         return rps, host_us, worker_us
     finally:
         proc.send_signal(signal.SIGTERM)

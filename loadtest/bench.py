@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bodies import status_kib
+from procfs import HZ, cpu_ticks, descendants, status_kib
 from report import Row, fmt_ms, git_commit, table, tool_versions, write_report
 
 HERE = Path(__file__).resolve().parent
@@ -181,45 +181,16 @@ def wait_ready(server: Server, proc: subprocess.Popen, port: int, log: Path, dea
     raise RunFailed(f"{server.name} not ready after {deadline_s:.0f}s (log: {log})")
 
 
-def process_table(fields_from: int, fields_to: int) -> tuple[dict[int, list[int]], dict[int, float]]:
-    """Every process's children, and its CPU seconds summed over /proc/<pid>/stat fields
-    [fields_from, fields_to) counted after the command name (11–13: utime, stime; 11–15 adds
-    the reaped children's cutime, cstime)."""
-    hz = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    cpu: dict[int, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process ended while we looked
-        pid = int(stat.parent.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        cpu[pid] = sum(int(v) for v in fields[fields_from:fields_to]) / hz
-    return children, cpu
-
-
-def descendants(children: dict[int, list[int]], root_pid: int) -> list[int]:
-    found, todo = [], list(children.get(root_pid, []))
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
-
-
 def tree_cpu_seconds(root_pid: int) -> float:
     """CPU seconds of a live process and all its descendants (with the children they reaped)."""
-    children, cpu = process_table(11, 15)
-    return sum(cpu.get(pid, 0.0) for pid in [root_pid, *descendants(children, root_pid)])
+    return sum(cpu_ticks(pid, reaped=True) for pid in [root_pid, *descendants(root_pid)]) / HZ
 
 
 def split_cpu_seconds(root_pid: int) -> tuple[float, float]:
     """CPU seconds (utime + stime) charged so far to a live process itself and to its live
     descendants: for Sluice the host and its workers, for uvicorn/granian the main process
     and its workers. Differences around a steady run give CPU per request."""
-    children, cpu = process_table(11, 13)
-    return cpu.get(root_pid, 0.0), sum(cpu.get(pid, 0.0) for pid in descendants(children, root_pid))
+    return cpu_ticks(root_pid) / HZ, sum(cpu_ticks(pid) for pid in descendants(root_pid)) / HZ
 
 
 def peak_rss_mb(pid: int) -> float | None:

@@ -25,19 +25,13 @@ import sys
 import time
 import urllib.request
 
+from procfs import status_kib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 APP = os.path.join(ROOT, "tests", "apps", "bodies")
 MIB = 1 << 20
 SIZES = (1, 10, 100)
-
-
-def status_kib(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field}")
 
 
 def free_port():
@@ -46,13 +40,13 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def commands(args, port):
-    """Server name → argv, for the servers given."""
+def commands(args):
+    """Server name → argv, for the servers given; `{port}` stands for the port."""
     out = {}
     if args.sluice:
-        out["sluice 1w"] = [args.sluice, "serve", APP, "--port", str(port), "--bind", "127.0.0.1",
+        out["sluice 1w"] = [args.sluice, "serve", APP, "--port", "{port}", "--bind", "127.0.0.1",
                             "--admin-port", "0", "--workers", "1"]
-    asgi = ["--host", "127.0.0.1", "--port", str(port)]
+    asgi = ["--host", "127.0.0.1", "--port", "{port}"]
     if args.uvicorn:
         out["uvicorn 1w"] = [args.uvicorn, "--app-dir", HERE, "bodies_asgi:app", *asgi, "--workers", "1",
                              "--loop", "uvloop", "--http", "httptools", "--no-access-log",
@@ -124,10 +118,9 @@ def main():
     args = p.parse_args()
     servers = {}
     try:
-        for name, argv in commands(args, 0).items():
+        for name, argv in commands(args).items():
             port = free_port()
-            argv = commands(args, port)[name]
-            servers[name] = (start(argv, port), port)
+            servers[name] = (start([a.replace("{port}", str(port)) for a in argv], port), port)
         # (server, direction, MiB) → [seconds], peak KiB over baseline
         times, peaks = {}, {}
         for mb in SIZES:

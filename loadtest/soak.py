@@ -43,6 +43,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from procfs import HZ, children, stat_fields
 from report import cpu_model, git_commit
 
 HERE = Path(__file__).resolve().parent
@@ -55,7 +56,6 @@ _TARGET = os.environ.get("CARGO_TARGET_DIR")
 SLUICE = (Path(_TARGET) if _TARGET else ROOT / "target") / "release" / "sluice"
 HELLO_BODY = b"Hello, world!"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-HZ = os.sysconf("SC_CLK_TCK")
 # k6 error code of a request that hit the request timeout (k6's "request timeout" 1050).
 K6_TIMEOUT = "1050"
 # A request was "in flight on a killed worker" when it ended after the kill and started before Sluice
@@ -108,21 +108,6 @@ class Sluice:
 
 
 # --- /proc -------------------------------------------------------------------------------------
-
-
-def stat_fields(pid: int) -> list[str]:
-    """/proc/<pid>/stat after the command name: fields[0] is the state (field 3)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-        except OSError:
-            pass  # the thread ended meanwhile
-    return found
 
 
 def live_workers(host: int) -> list[tuple[int, int]]:
