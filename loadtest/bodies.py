@@ -5,6 +5,9 @@ routes), with the throughput and the server's peak RSS for each row. Client: sta
     python3 loadtest/bodies.py --sluice target/release/sluice \
         [--uvicorn .venv/bin/uvicorn] [--granian .venv/bin/granian] [--rounds N] [--out FILE]
 
+`--sluice` may be given more than once, as `NAME=PATH`, for an interleaved A/B of two builds
+(e.g. `--sluice base=/tmp/sluice-base --sluice new=target/release/sluice`).
+
 - upload: `POST /api/sha` with the body; the server reads it whole and answers its SHA-256,
   which the client checks.
 - download: `GET /api/zeros?bytes=N`; the server answers N zero bytes (cheap to make, so the
@@ -13,6 +16,8 @@ Throughput is body size / request time. Peak RSS is the server's main process's 
 its VmRSS before the size's first round (the mark is reset through /proc/<pid>/clear_refs
 where the kernel allows): Sluice's host without its worker, uvicorn's and granian's main
 process (with one worker, uvicorn serves in its main process; granian in a child).
+CPU is the server's processes' utime + stime from /proc over the timed rounds, per MiB
+moved: the main process and its descendants (Sluice's workers, granian's) apart.
 Rounds of the servers are interleaved, so a disturbance on this shared machine hits all.
 """
 import argparse
@@ -25,7 +30,7 @@ import sys
 import time
 import urllib.request
 
-from procfs import status_kib
+from procfs import HZ, cpu_ticks, descendants, status_kib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -43,8 +48,8 @@ def free_port():
 def commands(args):
     """Server name → argv, for the servers given; `{port}` stands for the port."""
     out = {}
-    if args.sluice:
-        out["sluice 1w"] = [args.sluice, "serve", APP, "--port", "{port}", "--bind", "127.0.0.1",
+    for name, binary in sluices(args.sluice):
+        out[name] = [binary, "serve", APP, "--port", "{port}", "--bind", "127.0.0.1",
                             "--admin-port", "0", "--workers", "1"]
     asgi = ["--host", "127.0.0.1", "--port", "{port}"]
     if args.uvicorn:
@@ -56,6 +61,19 @@ def commands(args):
                              "--workers", "1", "--http", "1", "--loop", "uvloop", "--log-level",
                              "warning", "bodies_asgi:app"]
     return out
+
+
+def sluices(given):
+    """`--sluice` values → (row name, binary); `NAME=PATH` names a build for an A/B."""
+    if not given:
+        return [("sluice 1w", os.path.join(ROOT, "target", "release", "sluice"))]
+    return [(f"sluice {v.split('=', 1)[0]}" if "=" in v else "sluice 1w", v.split("=", 1)[-1])
+            for v in given]
+
+
+def cpu(pid):
+    """CPU ticks of `pid` and of its descendants."""
+    return cpu_ticks(pid), sum(cpu_ticks(c) for c in descendants(pid))
 
 
 def start(argv, port, deadline_s=600):
@@ -110,20 +128,22 @@ def reset_peak(pid):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--sluice", default=os.path.join(ROOT, "target", "release", "sluice"))
+    p.add_argument("--sluice", action="append", help="PATH or NAME=PATH; repeat for an A/B")
     p.add_argument("--uvicorn")
     p.add_argument("--granian")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="MiB, comma-separated")
     p.add_argument("--out")
     args = p.parse_args()
+    sizes = [int(v) for v in args.sizes.split(",")]
     servers = {}
     try:
         for name, argv in commands(args).items():
             port = free_port()
             servers[name] = (start([a.replace("{port}", str(port)) for a in argv], port), port)
-        # (server, direction, MiB) → [seconds], peak KiB over baseline
-        times, peaks = {}, {}
-        for mb in SIZES:
+        # (server, direction, MiB) → [seconds], peak KiB over baseline, (main, children) ticks
+        times, peaks, ticks = {}, {}, {}
+        for mb in sizes:
             size = mb * MIB
             body = os.urandom(size)
             digest = hashlib.sha256(body).hexdigest()
@@ -137,9 +157,12 @@ def main():
                     upload(port, body, digest) if direction == "upload" else download(port, size)
                 for _ in range(rounds):
                     for name, (proc, port) in servers.items():
-                        t = time.perf_counter()
+                        before, t = cpu(proc.pid), time.perf_counter()
                         upload(port, body, digest) if direction == "upload" else download(port, size)
                         times.setdefault((name, direction, mb), []).append(time.perf_counter() - t)
+                        after, key = cpu(proc.pid), (name, direction, mb)
+                        used = [a - b for a, b in zip(after, before)]
+                        ticks[key] = [x + u for x, u in zip(ticks.get(key, [0, 0]), used)]
                 for name, (proc, port) in servers.items():
                     peaks[(name, direction, mb)] = status_kib(proc.pid, "VmHWM") - base[name]
                     ts = times[(name, direction, mb)]
@@ -152,7 +175,7 @@ def main():
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    text = report(servers, times, peaks)
+    text = report(servers, sizes, times, peaks, ticks)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
@@ -163,13 +186,13 @@ def main():
             f.write(text)
 
 
-def report(servers, times, peaks):
+def report(servers, sizes, times, peaks, ticks):
     names = list(servers)
     lines = ["| direction | body | server | MiB/s (best) | MiB/s (median) | vs the faster ASGI server "
-             "(best) | peak RSS over baseline |",
-             "|---|---|---|---:|---:|---:|---:|"]
+             "(best) | CPU ms per 100 MiB: main + children | peak RSS over baseline |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for direction in ("upload", "download"):
-        for mb in SIZES:
+        for mb in sizes:
             best = {n: mb / min(times[(n, direction, mb)]) for n in names}
             asgi = [best[n] for n in names if not n.startswith("sluice")]
             for n in names:
@@ -177,8 +200,10 @@ def report(servers, times, peaks):
                 median = mb / ts[len(ts) // 2]
                 ratio = f"{best[n] / max(asgi):.2f}×" if asgi else "n/a"
                 peak = peaks[(n, direction, mb)] / 1024
+                moved = mb * len(ts) / 100
+                main_ms, child_ms = (1000 * t / HZ / moved for t in ticks[(n, direction, mb)])
                 lines.append(f"| {direction} | {mb} MiB | {n} | {best[n]:.1f} | {median:.1f} | {ratio} "
-                             f"| {peak:.0f} MiB ({peak / mb:.1f}× body) |")
+                             f"| {main_ms:.0f} + {child_ms:.0f} | {peak:.0f} MiB ({peak / mb:.1f}× body) |")
     return "\n".join(lines) + "\n"
 
 
