@@ -259,7 +259,8 @@ impl Direct {
         self.send_frame(frame.freeze())
     }
 
-    /// Queues a message already framed by [`frame`], without copying it.
+    /// Queues a message already framed by [`frame`] (or one piece of a framed message),
+    /// without copying it.
     pub fn send_frame(&mut self, mut frame: Bytes) -> Result<(), h2::Error> {
         while !frame.is_empty() {
             let piece = frame.split_to(frame.len().min(MAX_DATA));

@@ -22,6 +22,7 @@ use crate::proto::{
     InvocationRequest, InvocationResponse, ParameterBinding, RpcHttp, StatusResult,
     StreamingMessage, TypedData, parameter_binding::RpcData, status_result::Status,
 };
+use crate::spliced::Spliced;
 
 /// An inbound InvocationRequest, decoded with prost.
 pub struct Invocation {
@@ -163,15 +164,19 @@ fn unsupported(what: &str) -> PyErr {
     PyNotImplementedError::new_err(format!("not encoded natively: {what}"))
 }
 
+/// Response bodies at least this large go out from the Python `bytes` itself (spliced.rs);
+/// a smaller one costs less to copy than a second piece to send.
+const SPLICE_MIN: usize = 64 * 1024;
+
 /// The successful InvocationResponse for `return_datum` and `outputs` (`[(name, Datum)]`),
-/// as a StreamingMessage encoded into its gRPC frame: a body is copied once, from the
-/// Python `bytes` into the frame.
+/// as a StreamingMessage in its gRPC frame, in pieces to send in order: a large HTTP body
+/// is its own piece, the Python `bytes` itself; anything else is copied once, into the frame.
 pub fn encode_success(
     request_id: String,
     invocation_id: String,
     return_datum: &Bound<'_, PyAny>,
     outputs: &Bound<'_, PyList>,
-) -> PyResult<Bytes> {
+) -> PyResult<Vec<Bytes>> {
     let mut output_data = Vec::with_capacity(outputs.len());
     for item in outputs.iter() {
         let (name, datum): (String, Bound<'_, PyAny>) =
@@ -190,10 +195,68 @@ pub fn encode_success(
         }),
         return_value: as_typed_data(return_datum)?,
     };
-    Ok(crate::direct::frame(&StreamingMessage {
+    Ok(framed(request_id, response))
+}
+
+fn framed(request_id: String, mut response: InvocationResponse) -> Vec<Bytes> {
+    let top = StreamingMessage {
         request_id,
-        content: Some(Content::InvocationResponse(response)),
-    }))
+        content: None,
+    };
+    // Tags: InvocationResponse.return_value 4, StreamingMessage.invocation_response 5.
+    let spliced = match splice_http_body(&mut response.return_value) {
+        Some(inner) => Some(Spliced::nest(&response, 4, inner)),
+        None => splice_output(&mut response),
+    };
+    match spliced {
+        Some(inner) => Spliced::nest(&top, 5, inner).framed().into(),
+        None => vec![crate::direct::frame(&StreamingMessage {
+            content: Some(Content::InvocationResponse(response)),
+            ..top
+        })],
+    }
+}
+
+/// The response with its first output binding that holds a large HTTP body spliced (that
+/// binding written last), or None.
+fn splice_output(response: &mut InvocationResponse) -> Option<Spliced> {
+    let (index, inner) = response
+        .output_data
+        .iter_mut()
+        .enumerate()
+        .find_map(|(i, binding)| {
+            let mut data = binding.rpc_data.take().map(|RpcData::Data(data)| data);
+            let inner = splice_http_body(&mut data);
+            binding.rpc_data = data.map(RpcData::Data);
+            inner.map(|inner| (i, inner))
+        })?;
+    let binding = response.output_data.remove(index);
+    // Tags: ParameterBinding.data 2, InvocationResponse.output_data 2.
+    let binding = Spliced::nest(&binding, 2, inner);
+    Some(Spliced::nest(&*response, 2, binding))
+}
+
+/// An HTTP value whose body is large, taken out of `data` (left None) as a [`Spliced`]
+/// TypedData; None, leaving `data` as it was, for anything else.
+fn splice_http_body(data: &mut Option<TypedData>) -> Option<Spliced> {
+    let Some(TypedData {
+        data: Some(Data::Http(http)),
+    }) = data
+    else {
+        return None;
+    };
+    let large = matches!(http.body.as_deref(),
+        Some(TypedData { data: Some(Data::Bytes(b)) }) if b.len() >= SPLICE_MIN);
+    if !large {
+        return None;
+    }
+    let Some(Data::Bytes(body)) = http.body.take().and_then(|b| b.data) else {
+        unreachable!("checked above");
+    };
+    // Tags: TypedData.bytes 3, RpcHttp.body 4, TypedData.http 5.
+    let spliced = Spliced::nest(&**http, 4, Spliced::bytes_field(3, body));
+    *data = None;
+    Some(Spliced::nest(&TypedData::default(), 5, spliced))
 }
 
 /// `datum_as_proto`. A Python None (no return binding) is no value.
@@ -282,4 +345,83 @@ fn exact_bytes(value: &Bound<'_, PyAny>) -> PyResult<Bytes> {
         .cast::<PyBytes>()
         .map_err(|_| unsupported("a value that is not bytes"))?;
     Ok(Bytes::from_owner(PyBackedBytes::from(bytes.clone())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(body: Bytes) -> TypedData {
+        TypedData {
+            data: Some(Data::Http(Box::new(RpcHttp {
+                status_code: "200".into(),
+                body: Some(Box::new(TypedData {
+                    data: Some(Data::Bytes(body)),
+                })),
+                ..Default::default()
+            }))),
+        }
+    }
+
+    fn binding(name: &str, data: TypedData) -> ParameterBinding {
+        ParameterBinding {
+            name: name.into(),
+            rpc_data: Some(RpcData::Data(data)),
+        }
+    }
+
+    /// The pieces' concatenation decoded, and whether the body went out as its own piece.
+    fn send(response: InvocationResponse, body: &Bytes) -> (InvocationResponse, bool) {
+        let pieces = framed("r".into(), response);
+        let uncopied = pieces.iter().any(|p| p.as_ptr() == body.as_ptr());
+        let whole = pieces.concat();
+        let len = u32::from_be_bytes(whole[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, whole.len() - 5);
+        let message = StreamingMessage::decode(&whole[5..]).unwrap();
+        assert_eq!(message.request_id, "r");
+        let Some(Content::InvocationResponse(response)) = message.content else {
+            panic!("not a response: {message:?}");
+        };
+        (response, uncopied)
+    }
+
+    #[test]
+    fn a_large_return_body_is_its_own_piece_and_decodes_unchanged() {
+        let body = Bytes::from(vec![1u8; SPLICE_MIN]);
+        let response = InvocationResponse {
+            invocation_id: "i".into(),
+            output_data: vec![binding("other", TypedData::default())],
+            return_value: Some(http(body.clone())),
+            ..Default::default()
+        };
+        assert_eq!(send(response.clone(), &body), (response, true));
+    }
+
+    #[test]
+    fn a_large_output_binding_body_is_its_own_piece_and_the_binding_goes_last() {
+        let body = Bytes::from(vec![2u8; SPLICE_MIN + 1]);
+        let response = InvocationResponse {
+            invocation_id: "i".into(),
+            output_data: vec![
+                binding("res", http(body.clone())),
+                binding("x", http("s".into())),
+            ],
+            ..Default::default()
+        };
+        let (decoded, uncopied) = send(response.clone(), &body);
+        assert!(uncopied);
+        let mut expected = response;
+        expected.output_data.rotate_left(1);
+        assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn a_small_body_is_copied_into_one_frame() {
+        let body = Bytes::from(vec![3u8; SPLICE_MIN - 1]);
+        let response = InvocationResponse {
+            return_value: Some(http(body.clone())),
+            ..Default::default()
+        };
+        assert_eq!(send(response.clone(), &body), (response, false));
+    }
 }

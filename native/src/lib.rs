@@ -12,6 +12,7 @@
 
 mod direct;
 mod invocation;
+mod spliced;
 #[allow(clippy::all, missing_docs)]
 mod proto {
     include!(concat!(env!("OUT_DIR"), "/azure_functions_rpc_messages.rs"));
@@ -116,7 +117,11 @@ impl Connection {
         }
         for message in messages {
             let sent = match message.cast::<Frame>() {
-                Ok(frame) => self.direct.send_frame(frame.get().0.clone()),
+                Ok(frame) => frame
+                    .get()
+                    .0
+                    .iter()
+                    .try_for_each(|piece| self.direct.send_frame(piece.clone())),
                 Err(_) => self.direct.send(message.cast::<PyBytes>()?.as_bytes()),
             };
             sent.map_err(|e| PyConnectionError::new_err(e.to_string()))?;
@@ -151,10 +156,10 @@ impl Connection {
     }
 }
 
-/// An encoded StreamingMessage in its gRPC frame, held in Rust until `send_many` queues it:
-/// a large body is not copied into a Python `bytes` and back.
+/// An encoded StreamingMessage in its gRPC frame, in pieces sent in order, held in Rust
+/// until `send_many` queues it: a large body is not copied into a Python `bytes` and back.
 #[pyclass(frozen)]
-struct Frame(Bytes);
+struct Frame(Vec<Bytes>);
 
 /// The StreamingMessage answering `request_id` with a successful InvocationResponse
 /// carrying `return_datum` (a Datum or None) and `outputs` (`[(name, Datum)]`), as a
