@@ -1,5 +1,5 @@
 //! Compiles `proto/FunctionRpc.proto` with protox (pure Rust, no system protoc) and
-//! generates the prost messages and the tonic server. The serialized descriptor set is
+//! generates the prost messages. The serialized descriptor set is
 //! also kept: Sluice hands it to the Python worker, which builds its message classes
 //! from it, so both sides always share one contract.
 //!
@@ -19,12 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("function_rpc_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_prost_build::configure()
-        .bytes(".")
-        .build_client(false)
-        // Outgoing messages are encoded into a buffer of their own size (see rpc/codec.rs).
-        .codec_path("crate::rpc::codec::SizedProstCodec")
-        .compile_fds(fds)?;
+    // `bytes` fields as `Bytes`: an HTTP body is shared, not copied, on its way to the
+    // worker and back (the gRPC framing is Sluice's own, in src/rpc/stream.rs).
+    prost_build::Config::new().bytes(["."]).compile_fds(fds)?;
     native_extension(&out);
     Ok(())
 }

@@ -1,8 +1,8 @@
-//! The generated `AzureFunctionsRpcMessages` types and the `FunctionRpc` server trait,
+//! The generated `AzureFunctionsRpcMessages` types,
 //! plus the serialized descriptor set the Python worker builds its classes from.
 #![allow(clippy::all, missing_docs)]
 
-tonic::include_proto!("azure_functions_rpc_messages");
+include!(concat!(env!("OUT_DIR"), "/azure_functions_rpc_messages.rs"));
 
 /// `proto/FunctionRpc.proto` compiled to a `FileDescriptorSet`, handed to the worker.
 pub const DESCRIPTOR_SET: &[u8] =

@@ -41,14 +41,19 @@ async fn v1_app_is_indexed_by_sluice_and_served_through_the_v1_runtime() -> anyh
     assert_eq!(named.status(), StatusCode::ACCEPTED);
     assert_eq!(named.text().await?, "round trip");
     // A body large enough to leave the worker as its own piece of the message (spliced.rs).
-    let large: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 7 + i / 4096) as u8).collect();
+    let large: Vec<u8> = (0..3 << 20)
+        .map(|i: u32| (i * 7 + i / 4096) as u8)
+        .collect();
     let echoed = http
         .post(sluice.url("/api/NamedOutput"))
         .body(large.clone())
         .send()
         .await?;
     assert_eq!(echoed.status(), StatusCode::ACCEPTED);
-    assert!(echoed.bytes().await? == large, "the large body came back changed");
+    assert!(
+        echoed.bytes().await? == large,
+        "the large body came back changed"
+    );
 
     // No HTTP output binding at all: 204 with an empty body, as the host answers.
     let fired = http

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::wire::{FRAME_HEADER, take_frames};
 use h2::client::{Connection, ResponseFuture, SendRequest};
 use h2::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -29,21 +31,8 @@ const METHOD: &str = "/AzureFunctionsRpcMessages.FunctionRpc/EventStream";
 // Large enough that an HTTP body of a few MiB is not throttled by flow control.
 const STREAM_WINDOW: u32 = 8 << 20;
 const CONNECTION_WINDOW: u32 = 16 << 20;
-/// gRPC frame header: compressed flag (1 byte) and length (4 bytes, big-endian).
-const FRAME_HEADER: usize = 5;
 /// Outbound gRPC frames go to h2 in pieces of at most this size (h2 takes < 2 GiB each).
 const MAX_DATA: usize = 1 << 30;
-
-/// `message` encoded once, straight into its gRPC frame (for [`Direct::send_frame`]).
-pub fn frame(message: &impl prost::Message) -> Bytes {
-    let len = message.encoded_len();
-    let mut frame = BytesMut::with_capacity(FRAME_HEADER + len);
-    frame.put_u8(0);
-    frame.put_u32(len as u32);
-    // Cannot fail: the buffer has room for the whole message.
-    let _ = message.encode(&mut frame);
-    frame.freeze()
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -259,7 +248,8 @@ impl Direct {
         self.send_frame(frame.freeze())
     }
 
-    /// Queues a message already framed by [`frame`] (or one piece of a framed message),
+    /// Queues a message already framed by [`crate::wire::frame`] (or one piece of a framed
+    /// message),
     /// without copying it.
     pub fn send_frame(&mut self, mut frame: Bytes) -> Result<(), h2::Error> {
         while !frame.is_empty() {
@@ -362,54 +352,6 @@ impl Direct {
     }
 }
 
-/// Appends the whole gRPC frames in `partial` + `chunk` to `messages`, keeping the rest in
-/// `partial`. While nothing is pending, frames are sliced out of the chunk without a copy.
-fn take_frames(
-    mut chunk: Bytes,
-    partial: &mut BytesMut,
-    max: usize,
-    messages: &mut Vec<Bytes>,
-) -> Result<(), String> {
-    if partial.is_empty() {
-        while let Some(len) = frame_len(&chunk, max)? {
-            if chunk.len() < FRAME_HEADER + len {
-                break;
-            }
-            chunk.advance(FRAME_HEADER);
-            messages.push(chunk.split_to(len));
-        }
-        if chunk.is_empty() {
-            return Ok(());
-        }
-    }
-    partial.extend_from_slice(&chunk);
-    while let Some(len) = frame_len(partial, max)? {
-        if partial.len() < FRAME_HEADER + len {
-            // Room for the rest of it, once, instead of growing chunk by chunk.
-            partial.reserve(FRAME_HEADER + len - partial.len());
-            break;
-        }
-        partial.advance(FRAME_HEADER);
-        messages.push(partial.split_to(len).freeze());
-    }
-    Ok(())
-}
-
-/// The length of the frame starting `buf`, once its header is there.
-fn frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, String> {
-    let Some(header) = buf.get(..FRAME_HEADER) else {
-        return Ok(None);
-    };
-    if header[0] != 0 {
-        return Err("compressed message (none was negotiated)".into());
-    }
-    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if len > max {
-        return Err(format!("message of {len} bytes exceeds the limit of {max}"));
-    }
-    Ok(Some(len))
-}
-
 fn start_call(
     mut send_request: SendRequest<Bytes>,
     target: &str,
@@ -438,71 +380,4 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<End> {
         .and_then(|m| m.to_str().ok())
         .unwrap_or("");
     Some(Some(format!("status {status}: {message}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![0];
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
-
-    fn feed(chunks: &[&[u8]], max: usize) -> Result<(Vec<Bytes>, usize), String> {
-        let mut partial = BytesMut::new();
-        let mut messages = Vec::new();
-        for chunk in chunks {
-            take_frames(
-                Bytes::copy_from_slice(chunk),
-                &mut partial,
-                max,
-                &mut messages,
-            )?;
-        }
-        Ok((messages, partial.len()))
-    }
-
-    #[test]
-    fn whole_frames_in_one_chunk_are_all_taken() {
-        let data = [frame(b"a"), frame(b""), frame(b"ccc")].concat();
-        let (messages, left) = feed(&[&data], 16).unwrap();
-        assert_eq!(
-            messages,
-            vec![Bytes::from("a"), Bytes::new(), Bytes::from("ccc")]
-        );
-        assert_eq!(left, 0);
-    }
-
-    #[test]
-    fn frames_split_anywhere_are_reassembled() {
-        let data = [frame(b"hello"), frame(b"world!")].concat();
-        for cut in 0..=data.len() {
-            for cut2 in cut..=data.len() {
-                let (messages, left) =
-                    feed(&[&data[..cut], &data[cut..cut2], &data[cut2..]], 16).unwrap();
-                assert_eq!(messages, vec![Bytes::from("hello"), Bytes::from("world!")]);
-                assert_eq!(left, 0, "cuts {cut} {cut2}");
-            }
-        }
-    }
-
-    #[test]
-    fn an_incomplete_frame_waits() {
-        let data = frame(b"pending");
-        let (messages, left) = feed(&[&data[..7]], 16).unwrap();
-        assert!(messages.is_empty());
-        assert_eq!(left, 7);
-    }
-
-    #[test]
-    fn oversized_and_compressed_frames_end_the_stream() {
-        let too_big = feed(&[&frame(&[0; 17])], 16).unwrap_err();
-        assert!(too_big.contains("exceeds the limit of 16"), "{too_big}");
-        let mut compressed = frame(b"x");
-        compressed[0] = 1;
-        assert!(feed(&[&compressed], 16).unwrap_err().contains("compressed"));
-    }
 }

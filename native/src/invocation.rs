@@ -22,7 +22,7 @@ use crate::proto::{
     InvocationRequest, InvocationResponse, ParameterBinding, RpcHttp, StatusResult,
     StreamingMessage, TypedData, parameter_binding::RpcData, status_result::Status,
 };
-use crate::spliced::Spliced;
+use crate::wire::{self, Spliced};
 
 /// An inbound InvocationRequest, decoded with prost.
 pub struct Invocation {
@@ -164,10 +164,6 @@ fn unsupported(what: &str) -> PyErr {
     PyNotImplementedError::new_err(format!("not encoded natively: {what}"))
 }
 
-/// Response bodies at least this large go out from the Python `bytes` itself (spliced.rs);
-/// a smaller one costs less to copy than a second piece to send.
-const SPLICE_MIN: usize = 64 * 1024;
-
 /// The successful InvocationResponse for `return_datum` and `outputs` (`[(name, Datum)]`),
 /// as a StreamingMessage in its gRPC frame, in pieces to send in order: a large HTTP body
 /// is its own piece, the Python `bytes` itself; anything else is copied once, into the frame.
@@ -203,60 +199,20 @@ fn framed(request_id: String, mut response: InvocationResponse) -> Vec<Bytes> {
         request_id,
         content: None,
     };
-    // Tags: InvocationResponse.return_value 4, StreamingMessage.invocation_response 5.
-    let spliced = match splice_http_body(&mut response.return_value) {
+    // Tags: InvocationResponse.return_value 4, .output_data 2,
+    // StreamingMessage.invocation_response 5.
+    let spliced = match wire::splice_http_body(&mut response.return_value) {
         Some(inner) => Some(Spliced::nest(&response, 4, inner)),
-        None => splice_output(&mut response),
+        None => wire::splice_binding(&mut response.output_data)
+            .map(|binding| Spliced::nest(&response, 2, binding)),
     };
     match spliced {
         Some(inner) => Spliced::nest(&top, 5, inner).framed().into(),
-        None => vec![crate::direct::frame(&StreamingMessage {
+        None => vec![wire::frame(&StreamingMessage {
             content: Some(Content::InvocationResponse(response)),
             ..top
         })],
     }
-}
-
-/// The response with its first output binding that holds a large HTTP body spliced (that
-/// binding written last), or None.
-fn splice_output(response: &mut InvocationResponse) -> Option<Spliced> {
-    let (index, inner) = response
-        .output_data
-        .iter_mut()
-        .enumerate()
-        .find_map(|(i, binding)| {
-            let mut data = binding.rpc_data.take().map(|RpcData::Data(data)| data);
-            let inner = splice_http_body(&mut data);
-            binding.rpc_data = data.map(RpcData::Data);
-            inner.map(|inner| (i, inner))
-        })?;
-    let binding = response.output_data.remove(index);
-    // Tags: ParameterBinding.data 2, InvocationResponse.output_data 2.
-    let binding = Spliced::nest(&binding, 2, inner);
-    Some(Spliced::nest(&*response, 2, binding))
-}
-
-/// An HTTP value whose body is large, taken out of `data` (left None) as a [`Spliced`]
-/// TypedData; None, leaving `data` as it was, for anything else.
-fn splice_http_body(data: &mut Option<TypedData>) -> Option<Spliced> {
-    let Some(TypedData {
-        data: Some(Data::Http(http)),
-    }) = data
-    else {
-        return None;
-    };
-    let large = matches!(http.body.as_deref(),
-        Some(TypedData { data: Some(Data::Bytes(b)) }) if b.len() >= SPLICE_MIN);
-    if !large {
-        return None;
-    }
-    let Some(Data::Bytes(body)) = http.body.take().and_then(|b| b.data) else {
-        unreachable!("checked above");
-    };
-    // Tags: TypedData.bytes 3, RpcHttp.body 4, TypedData.http 5.
-    let spliced = Spliced::nest(&**http, 4, Spliced::bytes_field(3, body));
-    *data = None;
-    Some(Spliced::nest(&TypedData::default(), 5, spliced))
 }
 
 /// `datum_as_proto`. A Python None (no return binding) is no value.
@@ -387,7 +343,7 @@ mod tests {
 
     #[test]
     fn a_large_return_body_is_its_own_piece_and_decodes_unchanged() {
-        let body = Bytes::from(vec![1u8; SPLICE_MIN]);
+        let body = Bytes::from(vec![1u8; wire::SPLICE_MIN]);
         let response = InvocationResponse {
             invocation_id: "i".into(),
             output_data: vec![binding("other", TypedData::default())],
@@ -399,7 +355,7 @@ mod tests {
 
     #[test]
     fn a_large_output_binding_body_is_its_own_piece_and_the_binding_goes_last() {
-        let body = Bytes::from(vec![2u8; SPLICE_MIN + 1]);
+        let body = Bytes::from(vec![2u8; wire::SPLICE_MIN + 1]);
         let response = InvocationResponse {
             invocation_id: "i".into(),
             output_data: vec![
@@ -417,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_small_body_is_copied_into_one_frame() {
-        let body = Bytes::from(vec![3u8; SPLICE_MIN - 1]);
+        let body = Bytes::from(vec![3u8; wire::SPLICE_MIN - 1]);
         let response = InvocationResponse {
             return_value: Some(http(body.clone())),
             ..Default::default()

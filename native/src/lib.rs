@@ -12,7 +12,7 @@
 
 mod direct;
 mod invocation;
-mod spliced;
+mod wire;
 #[allow(clippy::all, missing_docs)]
 mod proto {
     include!(concat!(env!("OUT_DIR"), "/azure_functions_rpc_messages.rs"));

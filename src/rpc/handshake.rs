@@ -10,12 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prost::Message as _;
-use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
 use tracing::{debug, error, info, warn};
 
 use super::capabilities::Capabilities;
 use super::session::{FunctionMeta, RuntimeInfo, Session, print_log};
+use super::stream::{Frame, Inbound, Outbound};
 use super::{Connection, RpcError};
 use crate::metrics::RpcTraffic;
 use crate::proto::function_environment_reload_response::CapabilitiesUpdateStrategy;
@@ -48,8 +47,8 @@ pub struct Handshake<'a> {
 /// ([`Initialised::reload_environment`], in `reload.rs`).
 pub struct Initialised {
     pub(super) worker: String,
-    pub(super) inbound: Streaming<StreamingMessage>,
-    pub(super) outbound: mpsc::Sender<Result<StreamingMessage, Status>>,
+    pub(super) inbound: Inbound,
+    pub(super) outbound: Outbound,
     pub(super) runtime: RuntimeInfo,
     pub(super) capabilities: Capabilities,
     pub(super) traffic: RpcTraffic,
@@ -227,8 +226,8 @@ impl Initialised {
 /// The start-up steps: send one request, wait for its reply, printing any logs between.
 pub(super) struct Steps<'a> {
     worker: &'a str,
-    inbound: &'a mut Streaming<StreamingMessage>,
-    outbound: &'a mpsc::Sender<Result<StreamingMessage, Status>>,
+    inbound: &'a mut Inbound,
+    outbound: &'a Outbound,
     timeout: Duration,
     traffic: &'a RpcTraffic,
 }
@@ -248,9 +247,10 @@ impl Steps<'_> {
             request_id: uuid::Uuid::new_v4().to_string(),
             content: Some(content),
         };
-        let len = message.encoded_len() as u64;
+        let frame = Frame::encode(message);
+        let len = frame.message_len() as u64;
         self.outbound
-            .send(Ok(message))
+            .send(frame)
             .await
             .map_err(|_| RpcError::StreamClosed {
                 worker: self.worker.to_owned(),

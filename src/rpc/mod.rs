@@ -1,14 +1,14 @@
-//! The `FunctionRpc.EventStream` side of Sluice: a tonic server on 127.0.0.1 that workers
-//! connect to ([`server`]), and one [`session::Session`] per connected worker that runs
+//! The `FunctionRpc.EventStream` side of Sluice: a gRPC server on 127.0.0.1 that workers
+//! connect to ([`server`], with the stream's framing in [`stream`]), and one [`session::Session`] per connected worker that runs
 //! the platform's start-up handshake and correlates invocations by id.
 //! Knows nothing about HTTP routing; HTTP ⇄ RpcHttp conversion lives in `convert`.
 
 mod capabilities;
-pub mod codec;
 mod handshake;
 mod reload;
 pub mod server;
 pub mod session;
+mod stream;
 
 pub use handshake::{Handshake, Initialised, is_prerelease};
 pub use server::{Connection, RpcServer};

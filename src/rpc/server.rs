@@ -1,27 +1,35 @@
-//! The tonic `FunctionRpc` service. A worker's first message must be
-//! `StartStream{worker_id}` naming a worker Sluice launched and is waiting for
-//! ([`RpcServer::expect`]); the stream is then handed to whoever waits for it.
+//! The `FunctionRpc` server workers connect to: HTTP/2 (hyper) on 127.0.0.1, one gRPC
+//! method, `EventStream`. A worker's first message must be `StartStream{worker_id}` naming
+//! a worker Sluice launched and is waiting for ([`RpcServer::expect`]); the stream is then
+//! handed to whoever waits for it. Framing and encoding are in `stream.rs`.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use futures_util::Stream;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
 use super::RpcError;
-use crate::proto::function_rpc_server::{FunctionRpc, FunctionRpcServer};
-use crate::proto::{StreamingMessage, streaming_message::Content};
+use super::stream::{EventBody, Inbound, Outbound};
+use crate::proto::streaming_message::Content;
+
+const METHOD: &str = "/AzureFunctionsRpcMessages.FunctionRpc/EventStream";
 
 /// Outbound messages queued per worker before senders wait (backpressure, bounded memory).
 const OUTBOUND_QUEUE: usize = 1024;
 
 /// HTTP/2 flow-control windows for workers' streams (bytes a worker may send unacknowledged).
+/// h2's 64 KiB default would make a large body from the worker wait for a WINDOW_UPDATE
+/// every 64 KiB; the stream is read eagerly, so larger windows cost no memory beyond what
+/// the message needs anyway.
 const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 /// Largest DATA frame a worker may send. h2's 16 KiB default cut a 100 MiB response into
@@ -30,8 +38,8 @@ const MAX_FRAME: u32 = 1024 * 1024;
 
 /// A worker's accepted EventStream: messages from it, and a sender towards it.
 pub struct Connection {
-    pub inbound: Streaming<StreamingMessage>,
-    pub outbound: mpsc::Sender<Result<StreamingMessage, Status>>,
+    pub inbound: Inbound,
+    pub outbound: Outbound,
 }
 
 type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Connection>>>>;
@@ -46,35 +54,12 @@ pub struct RpcServer {
 impl RpcServer {
     /// Binds 127.0.0.1 on an ephemeral port and serves in the background.
     pub async fn start() -> Result<RpcServer, RpcError> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(RpcError::Bind)?;
         let addr = listener.local_addr().map_err(RpcError::Bind)?;
         let waiters: Waiters = Arc::default();
-        let service = FunctionRpcServer::new(Service {
-            waiters: waiters.clone(),
-        })
-        .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(super::MAX_MESSAGE_BYTES);
-        // TCP_NODELAY set here: `Server::tcp_nodelay` applies only to listeners tonic binds
-        // itself. Without it Nagle held small frames for the worker's delayed ACK (a 40 ms
-        // stall, seen as a p99 spike under load).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
-                // h2's 64 KiB default window makes a large body from the worker wait for
-                // a WINDOW_UPDATE every 64 KiB; tonic reads eagerly, so larger windows
-                // cost no memory beyond what the message needs anyway.
-                .initial_stream_window_size(STREAM_WINDOW)
-                .initial_connection_window_size(CONNECTION_WINDOW)
-                .max_frame_size(MAX_FRAME)
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await;
-            if let Err(error) = result {
-                warn!(%error, "FunctionRpc server stopped");
-            }
-        });
+        tokio::spawn(accept(listener, waiters.clone()));
         Ok(RpcServer { addr, waiters })
     }
 
@@ -101,52 +86,114 @@ impl RpcServer {
     }
 }
 
-struct Service {
-    waiters: Waiters,
+async fn accept(listener: TcpListener, waiters: Waiters) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, say: the workers already connected go on.
+                warn!(%error, "FunctionRpc server cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Without it Nagle held small frames for the worker's delayed ACK (a 40 ms stall,
+        // seen as a p99 spike under load).
+        let _ = stream.set_nodelay(true);
+        let waiters = waiters.clone();
+        let service = service_fn(move |request| event_stream(waiters.clone(), request));
+        tokio::spawn(async move {
+            let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .max_frame_size(MAX_FRAME)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(error) = served {
+                debug!(%error, "worker connection ended");
+            }
+        });
+    }
 }
 
-type OutStream = Pin<Box<dyn Stream<Item = Result<StreamingMessage, Status>> + Send>>;
+/// gRPC status codes this server answers with.
+#[derive(Clone, Copy)]
+enum Code {
+    InvalidArgument = 3,
+    PermissionDenied = 7,
+    Unimplemented = 12,
+    Unavailable = 14,
+}
 
-#[tonic::async_trait]
-impl FunctionRpc for Service {
-    type EventStreamStream = OutStream;
+/// A call refused before it started: the status in the headers, no body.
+fn refuse(code: Code, message: &'static str) -> Response<EventBody> {
+    let mut response = grpc_response(EventBody::empty());
+    let headers = response.headers_mut();
+    headers.insert("grpc-status", HeaderValue::from(code as u16));
+    headers.insert("grpc-message", HeaderValue::from_static(message));
+    response
+}
 
-    async fn event_stream(
-        &self,
-        request: Request<Streaming<StreamingMessage>>,
-    ) -> Result<Response<Self::EventStreamStream>, Status> {
-        let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("stream ended before StartStream"))?;
-        let Some(Content::StartStream(start)) = first.content else {
-            return Err(Status::invalid_argument(
-                "the first message must be StartStream",
-            ));
-        };
-        let waiter = self
-            .waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&start.worker_id);
-        let Some(waiter) = waiter else {
-            warn!(worker = %start.worker_id, "StartStream from an unknown worker id; ignored");
-            return Err(Status::permission_denied("unknown worker id"));
-        };
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        debug!(worker = %start.worker_id, "worker connected");
-        if waiter
-            .send(Connection {
-                inbound,
-                outbound: tx,
-            })
-            .is_err()
-        {
-            return Err(Status::unavailable(
-                "Sluice stopped waiting for this worker",
+fn grpc_response(body: EventBody) -> Response<EventBody> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
+async fn event_stream(
+    waiters: Waiters,
+    request: Request<Incoming>,
+) -> Result<Response<EventBody>, Infallible> {
+    if request.uri().path() != METHOD || request.method() != http::Method::POST {
+        return Ok(refuse(
+            Code::Unimplemented,
+            "FunctionRpc serves EventStream only",
+        ));
+    }
+    let mut inbound = Inbound::new(request.into_body(), super::MAX_MESSAGE_BYTES);
+    let first = match inbound.message().await {
+        Ok(Some(first)) => first,
+        Ok(None) => {
+            return Ok(refuse(
+                Code::InvalidArgument,
+                "stream ended before StartStream",
             ));
         }
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Err(error) => {
+            debug!(%error, "a worker's first message could not be read");
+            return Ok(refuse(Code::InvalidArgument, "unreadable first message"));
+        }
+    };
+    let Some(Content::StartStream(start)) = first.content else {
+        return Ok(refuse(
+            Code::InvalidArgument,
+            "the first message must be StartStream",
+        ));
+    };
+    let waiter = waiters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&start.worker_id);
+    let Some(waiter) = waiter else {
+        warn!(worker = %start.worker_id, "StartStream from an unknown worker id; ignored");
+        return Ok(refuse(Code::PermissionDenied, "unknown worker id"));
+    };
+    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+    debug!(worker = %start.worker_id, "worker connected");
+    if waiter
+        .send(Connection {
+            inbound,
+            outbound: tx,
+        })
+        .is_err()
+    {
+        return Ok(refuse(
+            Code::Unavailable,
+            "Sluice stopped waiting for this worker",
+        ));
     }
+    Ok(grpc_response(EventBody::new(rx)))
 }

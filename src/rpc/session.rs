@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use prost::Message as _;
-use tokio::sync::{Notify, mpsc, oneshot};
-use tonic::{Status, Streaming};
+use tokio::sync::{Notify, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::handshake::{Handshake, Initialised, content_name};
+use super::stream::{Frame, Inbound, Outbound};
 use super::{Connection, RpcError};
 use crate::metrics::RpcTraffic;
 use crate::proto::rpc_log::{Level, RpcLogCategory};
@@ -92,7 +92,7 @@ impl RuntimeInfo {
 pub struct Session {
     worker: String,
     runtime: RuntimeInfo,
-    outbound: mpsc::Sender<Result<StreamingMessage, Status>>,
+    outbound: Outbound,
     /// Function name → this worker's function id (ids are generated per worker process).
     function_ids: HashMap<String, String>,
     /// Function id → why it failed to load; its invocations fail at once, like the host's
@@ -326,8 +326,9 @@ impl Session {
 
     /// Sends one message on the stream, counting its bytes.
     async fn send(&self, message: StreamingMessage) -> Result<(), ()> {
-        let len = message.encoded_len() as u64;
-        self.outbound.send(Ok(message)).await.map_err(|_| ())?;
+        let frame = Frame::encode(message);
+        let len = frame.message_len() as u64;
+        self.outbound.send(frame).await.map_err(|_| ())?;
         self.traffic.sent.inc_by(len);
         Ok(())
     }
@@ -401,7 +402,7 @@ impl Drop for PendingGuard<'_> {
 
 async fn read_loop(
     worker: String,
-    mut inbound: Streaming<StreamingMessage>,
+    mut inbound: Inbound,
     pending: Arc<Pending>,
     pings: Arc<Pings>,
     closed: Arc<AtomicBool>,
@@ -411,8 +412,8 @@ async fn read_loop(
         let message = match inbound.message().await {
             Ok(Some(message)) => message,
             Ok(None) => break,
-            Err(status) => {
-                debug!(worker = %worker, %status, "worker stream error");
+            Err(error) => {
+                debug!(worker = %worker, %error, "worker stream error");
                 break;
             }
         };

@@ -1,0 +1,180 @@
+//! One worker's EventStream as the host holds it, over hyper's HTTP/2 server:
+//! [`Inbound`], the worker's messages cut out of DATA frames, and [`Outbound`], messages to
+//! the worker, each encoded by its sender into the pieces of one gRPC frame ([`Frame`]), then
+//! streamed by [`EventBody`], which ends the call with `grpc-status: 0`.
+//!
+//! Encoding here rather than in a gRPC library lets a large HTTP request body go to the
+//! worker as its own piece, the very buffer it arrived in (see `wire.rs`).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame as HttpFrame, Incoming, SizeHint};
+use prost::Message;
+use tokio::sync::mpsc;
+
+use crate::proto::StreamingMessage;
+use crate::proto::streaming_message::Content;
+
+#[path = "../../native/src/wire.rs"]
+mod wire;
+
+use wire::Spliced;
+
+/// Messages to one worker, each already a [`Frame`].
+pub type Outbound = mpsc::Sender<Frame>;
+
+/// One StreamingMessage in its gRPC frame, in pieces sent in order.
+pub struct Frame {
+    pieces: Vec<Bytes>,
+}
+
+impl Frame {
+    /// Encodes `message`: an InvocationRequest whose HTTP body is large is spliced (the
+    /// body is its own piece, not copied); anything else is encoded into one buffer.
+    pub fn encode(mut message: StreamingMessage) -> Frame {
+        if let Some(Content::InvocationRequest(request)) = &mut message.content
+            && let Some(binding) = wire::splice_binding(&mut request.input_data)
+            && let Some(Content::InvocationRequest(request)) = message.content.take()
+        {
+            // Tags: InvocationRequest.input_data 3, StreamingMessage.invocation_request 4.
+            let request = Spliced::nest(&request, 3, binding);
+            return Frame {
+                pieces: Spliced::nest(&message, 4, request).framed().into(),
+            };
+        }
+        Frame {
+            pieces: vec![wire::frame(&message)],
+        }
+    }
+
+    /// The encoded message's length (without the frame header), for the traffic metrics.
+    pub fn message_len(&self) -> usize {
+        self.pieces.iter().map(Bytes::len).sum::<usize>() - wire::FRAME_HEADER
+    }
+}
+
+/// Why reading a worker's stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("the connection failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("bad gRPC framing: {0}")]
+    Framing(String),
+    #[error("an undecodable message: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("the stream ended inside a message")]
+    Truncated,
+}
+
+/// The worker's side of the call: its request body.
+pub struct Inbound {
+    body: Incoming,
+    /// Received bytes not yet a whole message.
+    partial: BytesMut,
+    /// Whole messages not yet decoded.
+    ready: VecDeque<Bytes>,
+    scratch: Vec<Bytes>,
+    max_message: usize,
+}
+
+impl Inbound {
+    pub fn new(body: Incoming, max_message: usize) -> Inbound {
+        Inbound {
+            body,
+            partial: BytesMut::new(),
+            ready: VecDeque::new(),
+            scratch: Vec::new(),
+            max_message,
+        }
+    }
+
+    /// The next message; None once the worker has ended its side of the call. Safe to
+    /// cancel (a timeout around it loses nothing).
+    pub async fn message(&mut self) -> Result<Option<StreamingMessage>, StreamError> {
+        loop {
+            if let Some(message) = self.ready.pop_front() {
+                return Ok(Some(StreamingMessage::decode(message)?));
+            }
+            let Some(frame) = self.body.frame().await else {
+                return match self.partial.is_empty() {
+                    true => Ok(None),
+                    false => Err(StreamError::Truncated),
+                };
+            };
+            // Trailers from a gRPC client carry nothing the host needs.
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            wire::take_frames(data, &mut self.partial, self.max_message, &mut self.scratch)
+                .map_err(StreamError::Framing)?;
+            self.ready.extend(self.scratch.drain(..));
+        }
+    }
+}
+
+/// The host's side of the call, the response body: the frames its senders queue, then
+/// `grpc-status: 0` once every sender is gone.
+pub struct EventBody {
+    frames: Option<mpsc::Receiver<Frame>>,
+    pieces: VecDeque<Bytes>,
+}
+
+impl EventBody {
+    pub fn new(frames: mpsc::Receiver<Frame>) -> EventBody {
+        EventBody {
+            frames: Some(frames),
+            pieces: VecDeque::new(),
+        }
+    }
+
+    /// No body: the call's status is in the response headers (gRPC's "trailers-only").
+    pub fn empty() -> EventBody {
+        EventBody {
+            frames: None,
+            pieces: VecDeque::new(),
+        }
+    }
+}
+
+impl Body for EventBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<HttpFrame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(piece) = this.pieces.pop_front() {
+                return Poll::Ready(Some(Ok(HttpFrame::data(piece))));
+            }
+            let Some(frames) = this.frames.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match frames.poll_recv(cx) {
+                Poll::Ready(Some(frame)) => this.pieces.extend(frame.pieces),
+                Poll::Ready(None) => {
+                    this.frames = None;
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                    return Poll::Ready(Some(Ok(HttpFrame::trailers(trailers))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_none() && self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
