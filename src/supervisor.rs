@@ -157,15 +157,20 @@ impl WorkerLaunch {
             // Line-by-line relay of print() output needs unbuffered streams.
             ("PYTHONUNBUFFERED".to_owned(), "1".to_owned()),
         ];
+        // Set only where neither Sluice's environment nor the app's settings have it.
+        let unset = |name: &str| {
+            std::env::var_os(name).is_none() && !self.app_settings.iter().any(|(k, _)| k == name)
+        };
         // The platform host sets this when it is unset (host DefaultConcurrencyLimit).
         const POOL_SIZE: &str = "PYTHON_THREADPOOL_THREAD_COUNT";
-        if std::env::var_os(POOL_SIZE).is_none()
-            && !self.app_settings.iter().any(|(k, _)| k == POOL_SIZE)
-        {
-            env.push((
-                "PYTHON_THREADPOOL_THREAD_COUNT".to_owned(),
-                "1000".to_owned(),
-            ));
+        if unset(POOL_SIZE) {
+            env.push((POOL_SIZE.to_owned(), "1000".to_owned()));
+        }
+        // Large Python objects (a request body's `bytes`) then fault in 2 MiB pages instead
+        // of 4 KiB ones (see huge.rs for the host's side). Never over the user's own tunables.
+        const TUNABLES: &str = "GLIBC_TUNABLES";
+        if unset(TUNABLES) {
+            env.push((TUNABLES.to_owned(), "glibc.malloc.hugetlb=1".to_owned()));
         }
         if let Some(site) = &self.app_site {
             env.push(("SLUICE_APP_SITE".to_owned(), path(site)));
