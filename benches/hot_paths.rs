@@ -104,7 +104,7 @@ fn conversion(c: &mut Criterion) {
         ..Default::default()
     };
     c.bench_function("convert/http_response", |b| {
-        b.iter(|| convert::to_response(black_box(response.clone()), &HttpOutput::Return))
+        b.iter(|| convert::to_response(black_box(response.clone()), &HttpOutput::Return, None))
     });
 }
 

@@ -100,10 +100,12 @@ fn form_decode(s: &str) -> String {
         .into_owned()
 }
 
-/// The HTTP response for a successful invocation.
+/// The HTTP response for a successful invocation. `streamed`, when given, is the body of
+/// its HTTP value, which then holds only a placeholder.
 pub fn to_response(
     response: InvocationResponse,
     output: &HttpOutput,
+    streamed: Option<Body>,
 ) -> Result<Response<Body>, ConvertError> {
     let data = match output {
         HttpOutput::Return => response.return_value.and_then(|t| t.data),
@@ -121,7 +123,7 @@ pub fn to_response(
         // No response object (no HTTP output binding, or a named one left unset): the host
         // writes a null result, which ASP.NET Core answers 204 with an empty body.
         None => Ok(simple(StatusCode::NO_CONTENT, None, Bytes::new())),
-        Some(Data::Http(http)) => from_rpc_http(*http),
+        Some(Data::Http(http)) => from_rpc_http(*http, streamed),
         Some(other) => {
             let (content_type, body) = scalar_body(other);
             Ok(simple(StatusCode::OK, Some(content_type), body))
@@ -163,7 +165,7 @@ fn body_bytes(body: Option<TypedData>) -> Bytes {
     }
 }
 
-fn from_rpc_http(http: RpcHttp) -> Result<Response<Body>, ConvertError> {
+fn from_rpc_http(http: RpcHttp, streamed: Option<Body>) -> Result<Response<Body>, ConvertError> {
     let status = if http.status_code.trim().is_empty() {
         StatusCode::OK
     } else {
@@ -174,7 +176,8 @@ fn from_rpc_http(http: RpcHttp) -> Result<Response<Body>, ConvertError> {
             .and_then(|s| StatusCode::from_u16(s).ok())
             .ok_or_else(|| ConvertError::Status(http.status_code.clone()))?
     };
-    let mut response = Response::new(body::full(body_bytes(http.body.map(|b| *b))));
+    let body = streamed.unwrap_or_else(|| body::full(body_bytes(http.body.map(|b| *b))));
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     for (name, value) in http.headers {
@@ -360,7 +363,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let r = to_response(resp, &HttpOutput::Return).expect("valid");
+        let r = to_response(resp, &HttpOutput::Return, None).expect("valid");
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()[CONTENT_TYPE], TEXT_PLAIN);
         assert_eq!(body_of(r).await, "hi");
@@ -369,7 +372,7 @@ mod tests {
     #[tokio::test]
     async fn no_output_is_empty_204() {
         for output in [HttpOutput::Absent, HttpOutput::Named("res".into())] {
-            let r = to_response(InvocationResponse::default(), &output).expect("valid");
+            let r = to_response(InvocationResponse::default(), &output, None).expect("valid");
             assert_eq!(r.status(), 204, "{output:?}");
             assert!(body_of(r).await.is_empty());
         }
@@ -411,7 +414,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let r = to_response(resp, &HttpOutput::Named("res".into())).expect("valid");
+        let r = to_response(resp, &HttpOutput::Named("res".into()), None).expect("valid");
         assert_eq!(r.status(), 201);
         assert_eq!(r.headers()["x-a"], "b");
         assert_eq!(
@@ -486,7 +489,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            to_response(resp, &HttpOutput::Return),
+            to_response(resp, &HttpOutput::Return, None),
             Err(ConvertError::Status(_))
         ));
     }

@@ -26,12 +26,12 @@ use crate::keys::KeyStore;
 use crate::metrics::{FunctionName, HttpMethod, Metrics};
 use crate::otlp;
 use crate::pool::{Lease, PoolError};
-use crate::proto::InvocationResponse;
 use crate::proto::status_result::Status as RpcStatus;
 use crate::proto::typed_data::Data;
 use crate::proto::{ParameterBinding, TypedData, parameter_binding::RpcData};
 use crate::proxy::{self, ProxyError, WorkerHttp};
 use crate::repeats::{self, Repeats};
+use crate::rpc::Answer;
 use crate::rpc::session::{InvokeFailure, Recycle};
 use crate::trace::TraceContext;
 
@@ -528,10 +528,17 @@ impl Dispatcher {
         let lease = self.lease(generation).await?;
         self.note_worker(routed, &lease);
         let rpc_http = convert::to_rpc_http(&parts, body, params);
-        let response = self.run(generation, &call, &lease, rpc_http).await?;
-        // The request body (and its encoded copy) are gone once the worker answered.
-        drop((lease, reservation));
-        Ok(convert::to_response(response, &function.output)?)
+        let answer = self.run(generation, &call, &lease, rpc_http).await?;
+        // The request body is gone once the worker answered.
+        drop(reservation);
+        // A large response body still on its way from the worker streams to the client,
+        // its request outstanding and its worker in service until it ends (as http-v2's).
+        let streamed = answer
+            .body
+            .filter(|streamed| function.output.is(streamed.binding.as_deref()))
+            .map(|streamed| body::streamed(streamed.body, (lease, ticket, generation.keep())));
+        let response = answer.response;
+        Ok(convert::to_response(response, &function.output, streamed)?)
     }
 
     /// An http-v2 function: the raw request is forwarded to the worker's HTTP server
@@ -577,7 +584,7 @@ impl Dispatcher {
         call: &Call<'_>,
         lease: &Lease,
         rpc_http: crate::proto::RpcHttp,
-    ) -> Result<InvocationResponse, InvokeError> {
+    ) -> Result<Answer, InvokeError> {
         let function = call.function;
         let invocation_id = call.id.to_string();
         let input = vec![ParameterBinding {
@@ -605,8 +612,8 @@ impl Dispatcher {
         };
         self.metrics
             .invocation_took(&function.name, invoked.elapsed());
-        let mut response = match outcome {
-            Ok(response) => response?,
+        let mut answer = match outcome {
+            Ok(answer) => answer?,
             Err(_) => {
                 // Python threads cannot be cancelled: replace the worker. Its other
                 // invocations finish first (the supervisor waits for them).
@@ -618,7 +625,7 @@ impl Dispatcher {
                 });
             }
         };
-        let result = response.result.take().unwrap_or_default();
+        let result = answer.response.result.take().unwrap_or_default();
         let duration = invoked.elapsed();
         if result.status != RpcStatus::Success as i32 {
             let (message, stack) = match result.exception {
@@ -641,7 +648,7 @@ impl Dispatcher {
             call.id,
             duration.as_millis()
         );
-        Ok(response)
+        Ok(answer)
     }
 
     fn too_large(&self) -> InvokeError {

@@ -34,6 +34,17 @@ pub enum HttpOutput {
     Absent,
 }
 
+impl HttpOutput {
+    /// Whether the value of `binding` (None: the return value) is this output.
+    pub fn is(&self, binding: Option<&str>) -> bool {
+        match (self, binding) {
+            (HttpOutput::Return, None) => true,
+            (HttpOutput::Named(name), Some(binding)) => name == binding,
+            _ => false,
+        }
+    }
+}
+
 /// The routing table and the functions it leads to (router index = function index).
 pub struct Catalog {
     pub router: Router,

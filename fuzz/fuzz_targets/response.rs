@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
             .map(|binding| HttpOutput::Named(binding.name.clone())),
     );
     for output in &outputs {
-        if let Ok(http) = to_response(response.clone(), output) {
+        if let Ok(http) = to_response(response.clone(), output, None) {
             // A response that was built must be writable as is.
             for (name, value) in http.headers() {
                 assert!(!name.as_str().is_empty());
@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let absent =
-        to_response(response.clone(), &HttpOutput::Absent).expect("no binding is never an error");
+        to_response(response.clone(), &HttpOutput::Absent, None).expect("no binding is never an error");
     assert_eq!(absent.status(), http::StatusCode::NO_CONTENT);
 
     // Every cookie anywhere in the response formats without panicking.

@@ -1,6 +1,6 @@
 //! gRPC message framing for the EventStream, one file shared by both ends: the worker's
 //! native transport (`native/src/direct.rs`) and Sluice's FunctionRpc server
-//! (`src/rpc/stream.rs` includes it by path). Both crates generate the same `proto` module.
+//! (`src/rpc/mod.rs` includes it by path). Both crates generate the same `proto` module.
 //!
 //! Outbound, a message with a large HTTP body is encoded as a small head followed by the
 //! body's own bytes, never copied ([`Spliced`]): the body's field is written last at every
@@ -156,7 +156,7 @@ pub fn take_frames(
 }
 
 /// The length of the frame starting `buf`, once its header is there.
-fn frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, String> {
+pub fn frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, String> {
     let Some(header) = buf.get(..FRAME_HEADER) else {
         return Ok(None);
     };

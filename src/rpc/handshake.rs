@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use prost::Message as _;
 use tracing::{debug, error, info, warn};
 
 use super::capabilities::Capabilities;
+use super::inbound::Inbound;
 use super::session::{FunctionMeta, RuntimeInfo, Session, print_log};
-use super::stream::{Frame, Inbound, Outbound};
+use super::stream::{Frame, Outbound};
 use super::{Connection, RpcError};
 use crate::metrics::RpcTraffic;
 use crate::proto::function_environment_reload_response::CapabilitiesUpdateStrategy;
@@ -267,10 +267,12 @@ impl Steps<'_> {
         let wait = async {
             loop {
                 let message = match self.inbound.message().await {
-                    Ok(Some(message)) => message,
+                    Ok(Some(received)) => {
+                        self.traffic.received.inc_by(received.len as u64);
+                        received.message
+                    }
                     Ok(None) | Err(_) => return Err(closed()),
                 };
-                self.traffic.received.inc_by(message.encoded_len() as u64);
                 match message.content {
                     Some(Content::RpcLog(log)) => print_log(self.worker, None, &log),
                     Some(content) if content_name(&content) == expected => return Ok(content),

@@ -5,14 +5,20 @@
 
 mod capabilities;
 mod handshake;
+mod inbound;
 mod reload;
 pub mod server;
 pub mod session;
+mod split;
 mod stream;
+/// gRPC framing shared with the worker's native transport (one file, two crates).
+#[path = "../../native/src/wire.rs"]
+mod wire;
 
 pub use handshake::{Handshake, Initialised, is_prerelease};
+pub use inbound::{BodyStream, StreamedBody};
 pub use server::{Connection, RpcServer};
-pub use session::{FunctionMeta, Session};
+pub use session::{Answer, FunctionMeta, Session};
 
 use std::time::Duration;
 

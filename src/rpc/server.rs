@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::RpcError;
-use super::stream::{EventBody, Inbound, Outbound};
+use super::inbound::Inbound;
+use super::stream::{EventBody, Outbound};
 use crate::proto::streaming_message::Content;
 
 const METHOD: &str = "/AzureFunctionsRpcMessages.FunctionRpc/EventStream";
@@ -155,7 +156,7 @@ async fn event_stream(
     }
     let mut inbound = Inbound::new(request.into_body(), super::MAX_MESSAGE_BYTES);
     let first = match inbound.message().await {
-        Ok(Some(first)) => first,
+        Ok(Some(first)) => first.message,
         Ok(None) => {
             return Ok(refuse(
                 Code::InvalidArgument,

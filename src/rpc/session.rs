@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use prost::Message as _;
 use tokio::sync::{Notify, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::handshake::{Handshake, Initialised, content_name};
-use super::stream::{Frame, Inbound, Outbound};
+use super::inbound::{Inbound, StreamedBody};
+use super::stream::{Frame, Outbound};
 use super::{Connection, RpcError};
 use crate::metrics::RpcTraffic;
 use crate::proto::rpc_log::{Level, RpcLogCategory};
@@ -55,7 +55,15 @@ type Pings = Mutex<HashMap<String, oneshot::Sender<()>>>;
 
 struct PendingInvocation {
     function: Arc<str>,
-    reply: oneshot::Sender<InvocationResponse>,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// A worker's answer to one invocation.
+pub struct Answer {
+    pub response: InvocationResponse,
+    /// The HTTP body, when it follows the response (a large one, see `inbound.rs`); the
+    /// response then holds an empty placeholder in its place.
+    pub body: Option<StreamedBody>,
 }
 
 /// The runtime library a worker runs, as it reported it at start-up.
@@ -258,7 +266,7 @@ impl Session {
         &self,
         function: &Arc<str>,
         input_data: Vec<ParameterBinding>,
-    ) -> Result<InvocationResponse, InvokeFailure> {
+    ) -> Result<Answer, InvokeFailure> {
         self.invoke_as(uuid::Uuid::new_v4().to_string(), function, input_data, None)
             .await
     }
@@ -271,7 +279,7 @@ impl Session {
         function: &Arc<str>,
         input_data: Vec<ParameterBinding>,
         trace_context: Option<RpcTraceContext>,
-    ) -> Result<InvocationResponse, InvokeFailure> {
+    ) -> Result<Answer, InvokeFailure> {
         let function_id = self
             .function_ids
             .get(&**function)
@@ -409,20 +417,22 @@ async fn read_loop(
     traffic: RpcTraffic,
 ) {
     loop {
-        let message = match inbound.message().await {
-            Ok(Some(message)) => message,
+        let (message, body) = match inbound.message().await {
+            Ok(Some(received)) => {
+                traffic.received.inc_by(received.len as u64);
+                (received.message, received.body)
+            }
             Ok(None) => break,
             Err(error) => {
                 debug!(worker = %worker, %error, "worker stream error");
                 break;
             }
         };
-        traffic.received.inc_by(message.encoded_len() as u64);
         match message.content {
             Some(Content::InvocationResponse(response)) => {
                 match pending.remove(&response.invocation_id) {
                     Some(p) => {
-                        let _ = p.reply.send(response);
+                        let _ = p.reply.send(Answer { response, body });
                     }
                     None => {
                         debug!(worker = %worker, invocation = %response.invocation_id, "response for an unknown invocation")

@@ -1,7 +1,7 @@
-//! One worker's EventStream as the host holds it, over hyper's HTTP/2 server:
-//! [`Inbound`], the worker's messages cut out of DATA frames, and [`Outbound`], messages to
-//! the worker, each encoded by its sender into the pieces of one gRPC frame ([`Frame`]), then
-//! streamed by [`EventBody`], which ends the call with `grpc-status: 0`.
+//! The host's side of a worker's EventStream, over hyper's HTTP/2 server: [`Outbound`],
+//! messages to the worker, each encoded by its sender into the pieces of one gRPC frame
+//! ([`Frame`]), then streamed by [`EventBody`], which ends the call with `grpc-status: 0`.
+//! (The worker's side is read in `inbound.rs`.)
 //!
 //! Encoding here rather than in a gRPC library lets a large HTTP request body go to the
 //! worker as its own piece, the very buffer it arrived in (see `wire.rs`).
@@ -10,20 +10,15 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use http_body_util::BodyExt;
-use hyper::body::{Body, Frame as HttpFrame, Incoming, SizeHint};
-use prost::Message;
+use hyper::body::{Body, Frame as HttpFrame, SizeHint};
 use tokio::sync::mpsc;
 
 use crate::proto::StreamingMessage;
 use crate::proto::streaming_message::Content;
 
-#[path = "../../native/src/wire.rs"]
-mod wire;
-
-use wire::Spliced;
+use super::wire::{self, Spliced};
 
 /// Messages to one worker, each already a [`Frame`].
 pub type Outbound = mpsc::Sender<Frame>;
@@ -55,65 +50,6 @@ impl Frame {
     /// The encoded message's length (without the frame header), for the traffic metrics.
     pub fn message_len(&self) -> usize {
         self.pieces.iter().map(Bytes::len).sum::<usize>() - wire::FRAME_HEADER
-    }
-}
-
-/// Why reading a worker's stream failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamError {
-    #[error("the connection failed: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("bad gRPC framing: {0}")]
-    Framing(String),
-    #[error("an undecodable message: {0}")]
-    Decode(#[from] prost::DecodeError),
-    #[error("the stream ended inside a message")]
-    Truncated,
-}
-
-/// The worker's side of the call: its request body.
-pub struct Inbound {
-    body: Incoming,
-    /// Received bytes not yet a whole message.
-    partial: BytesMut,
-    /// Whole messages not yet decoded.
-    ready: VecDeque<Bytes>,
-    scratch: Vec<Bytes>,
-    max_message: usize,
-}
-
-impl Inbound {
-    pub fn new(body: Incoming, max_message: usize) -> Inbound {
-        Inbound {
-            body,
-            partial: BytesMut::new(),
-            ready: VecDeque::new(),
-            scratch: Vec::new(),
-            max_message,
-        }
-    }
-
-    /// The next message; None once the worker has ended its side of the call. Safe to
-    /// cancel (a timeout around it loses nothing).
-    pub async fn message(&mut self) -> Result<Option<StreamingMessage>, StreamError> {
-        loop {
-            if let Some(message) = self.ready.pop_front() {
-                return Ok(Some(StreamingMessage::decode(message)?));
-            }
-            let Some(frame) = self.body.frame().await else {
-                return match self.partial.is_empty() {
-                    true => Ok(None),
-                    false => Err(StreamError::Truncated),
-                };
-            };
-            // Trailers from a gRPC client carry nothing the host needs.
-            let Ok(data) = frame?.into_data() else {
-                continue;
-            };
-            wire::take_frames(data, &mut self.partial, self.max_message, &mut self.scratch)
-                .map_err(StreamError::Framing)?;
-            self.ready.extend(self.scratch.drain(..));
-        }
     }
 }
 
