@@ -6,7 +6,9 @@ routes), with the throughput and the server's peak RSS for each row. Client: sta
         [--uvicorn .venv/bin/uvicorn] [--granian .venv/bin/granian] [--rounds N] [--out FILE]
 
 `--sluice` may be given more than once, as `NAME=PATH`, for an interleaved A/B of two builds
-(e.g. `--sluice base=/tmp/sluice-base --sluice new=target/release/sluice`).
+(e.g. `--sluice base=/tmp/sluice-base --sluice new=target/release/sluice`). `--sluice-v2 PATH`
+adds a row for the http-v2 path: the same routes in a FastAPI-extension app
+(`tests/apps/streaming`), whose requests Sluice forwards to the worker's own HTTP server.
 
 - upload: `POST /api/sha` with the body; the server reads it whole and answers its SHA-256,
   which the client checks.
@@ -35,6 +37,7 @@ from procfs import HZ, cpu_ticks, descendants, status_kib
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 APP = os.path.join(ROOT, "tests", "apps", "bodies")
+APP_V2 = os.path.join(ROOT, "tests", "apps", "streaming")
 MIB = 1 << 20
 SIZES = (1, 10, 100)
 
@@ -48,9 +51,11 @@ def free_port():
 def commands(args):
     """Server name → argv, for the servers given; `{port}` stands for the port."""
     out = {}
+    serve = ["--port", "{port}", "--bind", "127.0.0.1", "--admin-port", "0", "--workers", "1"]
     for name, binary in sluices(args.sluice):
-        out[name] = [binary, "serve", APP, "--port", "{port}", "--bind", "127.0.0.1",
-                            "--admin-port", "0", "--workers", "1"]
+        out[name] = [binary, "serve", APP, *serve]
+    if args.sluice_v2:
+        out["sluice http-v2"] = [args.sluice_v2, "serve", APP_V2, *serve]
     asgi = ["--host", "127.0.0.1", "--port", "{port}"]
     if args.uvicorn:
         out["uvicorn 1w"] = [args.uvicorn, "--app-dir", HERE, "bodies_asgi:app", *asgi, "--workers", "1",
@@ -129,6 +134,7 @@ def reset_peak(pid):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sluice", action="append", help="PATH or NAME=PATH; repeat for an A/B")
+    p.add_argument("--sluice-v2", help="a Sluice binary for the http-v2 row")
     p.add_argument("--uvicorn")
     p.add_argument("--granian")
     p.add_argument("--rounds", type=int, default=5)

@@ -55,6 +55,21 @@ async def flood(req: Request) -> StreamingResponse:
     return StreamingResponse(blocks(), media_type="application/octet-stream")
 
 
+@app.route(route="zeros", methods=[func.HttpMethod.GET])
+async def zeros(req: Request) -> StreamingResponse:
+    """`bytes` zero bytes, in blocks of 1 MiB (the download of loadtest/bodies.py)."""
+    total = int(req.query_params["bytes"])
+    block = bytes(min(total, 1 << 20))
+
+    async def blocks():
+        left = total
+        while left:
+            yield block if left >= len(block) else block[:left]
+            left -= min(left, len(block))
+
+    return StreamingResponse(blocks(), media_type="application/octet-stream")
+
+
 @app.route(route="items/{id:int}", methods=[func.HttpMethod.GET])
 async def item(req: Request) -> StreamingResponse:
     """Route parameters reach the FastAPI request; status and headers pass through."""
