@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice::config::{Cli, Command, LogFormat, ServeConfig};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env = |k: &str| std::env::var(k).ok();
