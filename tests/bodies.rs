@@ -82,6 +82,8 @@ async fn a_100_mb_response_body_arrives_byte_exact_within_2x_host_memory() -> an
         .send()
         .await?;
     ensure!(response.status() == 200, "status {}", response.status());
+    // Streamed from the worker as it arrives, it still announces its length, as the host does.
+    assert_eq!(response.content_length(), Some(100 * MIB as u64));
     let want = response.headers()["x-sha256"].to_str()?.to_owned();
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
     let mut length = 0;
@@ -103,6 +105,49 @@ async fn a_100_mb_response_body_arrives_byte_exact_within_2x_host_memory() -> an
         "host peak grew {} MiB for a 100 MiB body",
         peak >> 20
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_leaving_in_the_middle_of_a_large_download_holds_nothing_up() -> anyhow::Result<()>
+{
+    let _heavy = HEAVY.acquire().await?;
+    let sluice = start(Extras::default()).await?;
+    let head = format!(
+        "GET /api/generate?bytes={} HTTP/1.1\r\nHost: t\r\n\r\n",
+        100 * MIB
+    );
+    let mut leaving = raw_request(sluice.addr(), &head).await?;
+    let mut first = vec![0u8; 64 * 1024];
+    tokio::time::timeout(
+        ANSWER_DEADLINE,
+        tokio::io::AsyncReadExt::read_exact(&mut leaving, &mut first),
+    )
+    .await
+    .context("the download started")??;
+    ensure!(
+        first.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..40])
+    );
+    drop(leaving);
+    // The same worker answers the next request, whole, while the rest of the first body is
+    // still arriving (and dropped).
+    for _ in 0..3 {
+        let response = tokio::time::timeout(
+            ANSWER_DEADLINE,
+            client()
+                .get(sluice.url(&format!("/api/generate?bytes={}", 5 * MIB)))
+                .send(),
+        )
+        .await
+        .context("answered in time")??;
+        ensure!(response.status() == 200, "status {}", response.status());
+        let want = response.headers()["x-sha256"].to_str()?.to_owned();
+        let body = response.bytes().await?;
+        assert_eq!(body.len(), 5 * MIB);
+        assert_eq!(sha256_hex(&body), want);
+    }
     Ok(())
 }
 
