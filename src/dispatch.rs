@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -21,7 +21,6 @@ use crate::convert::{self, ConvertError};
 use crate::cors::CorsPolicy;
 use crate::functions::FunctionInfo;
 use crate::generation::{Current, Generation, Held};
-use crate::huge::Gather;
 use crate::keys::KeyStore;
 use crate::metrics::{FunctionName, HttpMethod, Metrics};
 use crate::otlp;
@@ -660,8 +659,8 @@ impl Dispatcher {
     /// The whole body in one buffer, with its place in the body budget. Refuses at once
     /// when `Content-Length` announces more than the limit and stops as soon as a
     /// chunked body crosses it. A body that arrives as one chunk is passed on as is;
-    /// otherwise it is gathered into one buffer sized from `Content-Length` (one copy; a
-    /// large one on huge pages, see `huge.rs`).
+    /// otherwise it is gathered into one buffer sized from `Content-Length` (its one copy:
+    /// it goes to the worker from there, see `rpc/stream.rs`).
     async fn read_body(
         &self,
         parts: &http::request::Parts,
@@ -672,7 +671,7 @@ impl Dispatcher {
         let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
         let mut body = IdleTimeout::new(Limited::new(body, limit), BODY_IDLE_TIMEOUT);
         let mut first: Option<Bytes> = None;
-        let mut gathered: Option<Gather> = None;
+        let mut gathered: Option<BytesMut> = None;
         let mut received: u64 = 0;
         loop {
             let data = match body.frame().await {
@@ -700,13 +699,13 @@ impl Dispatcher {
                 (None, None) => first = Some(data),
                 (Some(head), None) => {
                     let capacity = declared.unwrap_or(received) as usize;
-                    let mut buffer = Gather::with_capacity(capacity.max(head.len() + data.len()));
-                    buffer.extend(head);
-                    buffer.extend(&data);
+                    let mut buffer = BytesMut::with_capacity(capacity.max(head.len() + data.len()));
+                    buffer.extend_from_slice(head);
+                    buffer.extend_from_slice(&data);
                     first = None;
                     gathered = Some(buffer);
                 }
-                (_, Some(buffer)) => buffer.extend(&data),
+                (_, Some(buffer)) => buffer.extend_from_slice(&data),
             }
         }
         let bytes = match (first, gathered) {

@@ -18,7 +18,6 @@
 //! - [`keys`]: the host secrets file and the key check for an auth level.
 //! - [`admission`]: the host.json throttles (429 beyond max outstanding, a bounded execution queue).
 //! - [`budget`]: the body budget (request bodies held in memory at once; 503 beyond it).
-//! - [`huge`]: where a large request body is gathered (a mapping on transparent huge pages).
 //! - [`cors`]: the CORS policy (preflight answers, allow-origin headers); pure.
 //! - [`dispatch`]: route → auth → pool → rpc for one request; maps every failure to one status.
 //! - [`access`]: the opt-in access log, one line per answered request.
@@ -54,7 +53,6 @@ pub mod dispatch;
 pub mod functions;
 pub mod generation;
 pub mod http;
-mod huge;
 pub mod keys;
 pub mod launch;
 pub mod lifecycle;
