@@ -6,6 +6,8 @@
 //! Any other layout (say, the grpcio transport's, where fields follow the body) is simply
 //! not split: the message is then gathered whole, as before.
 
+use std::ops::Range;
+
 use prost::Message;
 use prost::encoding::{WireType, decode_key, decode_varint};
 
@@ -32,20 +34,21 @@ pub fn split_response(head: &[u8], len: usize) -> Option<Split> {
     // Tags: StreamingMessage.invocation_response 5; InvocationResponse.return_value 4,
     // .output_data 2; ParameterBinding.data 2; TypedData.http 5; RpcHttp.body 4;
     // TypedData.bytes 3.
-    let (top, at) = last_field(head, 0, len, 5)?;
-    let (response, at, tag) = last_field(head, at.start, len, 4)
-        .map(|(rest, at)| (rest, at, 4))
-        .or_else(|| last_field(head, at.start, len, 2).map(|(rest, at)| (rest, at, 2)))?;
+    let field =
+        |start: usize, tag: u32| last_field(head, start, len).filter(|(found, ..)| *found == tag);
+    let (_, top, at) = field(0, 5)?;
+    let (tag, response, at) = last_field(head, at.start, len)?;
     let (binding, at) = match tag {
+        4 => (None, at),
         2 => {
-            let (rest, at) = last_field(head, at.start, len, 2)?;
+            let (_, rest, at) = field(at.start, 2)?;
             (Some(ParameterBinding::decode(rest).ok()?), at)
         }
-        _ => (None, at),
+        _ => return None,
     };
-    let (typed, at) = last_field(head, at.start, len, 5)?;
-    let (http, at) = last_field(head, at.start, len, 4)?;
-    let (body_typed, at) = last_field(head, at.start, len, 3)?;
+    let (_, typed, at) = field(at.start, 5)?;
+    let (_, http, at) = field(at.start, 4)?;
+    let (_, body_typed, at) = field(at.start, 3)?;
 
     let mut http = RpcHttp::decode(http).ok()?;
     let mut body = TypedData::decode(body_typed).ok()?;
@@ -76,14 +79,9 @@ pub fn split_response(head: &[u8], len: usize) -> Option<Split> {
 }
 
 /// In the message occupying `head[start..]` up to `end` (which may lie beyond `head`):
-/// when its last field is field `tag`, length-delimited and reaching exactly `end`, the
-/// bytes of its other fields (all in `head`) and the span of that field's value.
-fn last_field(
-    head: &[u8],
-    start: usize,
-    end: usize,
-    tag: u32,
-) -> Option<(&[u8], std::ops::Range<usize>)> {
+/// when its last field is length-delimited and reaches exactly `end`, that field's tag,
+/// the bytes of the other fields (all in `head`) and the span of the field's value.
+fn last_field(head: &[u8], start: usize, end: usize) -> Option<(u32, &[u8], Range<usize>)> {
     let mut pos = start;
     while pos < end {
         let field_start = pos;
@@ -106,8 +104,8 @@ fn last_field(
             return None;
         }
         if value_end == end {
-            let ours = field == tag && wire_type == WireType::LengthDelimited;
-            return ours.then(|| (&head[start..field_start], value_start..end));
+            return (wire_type == WireType::LengthDelimited)
+                .then(|| (field, &head[start..field_start], value_start..end));
         }
         if value_end > head.len() {
             return None;
