@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
-use crate::wire::{FRAME_HEADER, take_frames};
+use crate::wire::{frame_buffer, take_frames};
 use h2::client::{Connection, ResponseFuture, SendRequest};
 use h2::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -241,9 +241,7 @@ impl Direct {
     /// Queues one encoded message, framed for gRPC in one buffer (its only copy); `pump`
     /// writes it.
     pub fn send(&mut self, message: &[u8]) -> Result<(), h2::Error> {
-        let mut frame = BytesMut::with_capacity(FRAME_HEADER + message.len());
-        frame.put_u8(0);
-        frame.put_u32(message.len() as u32);
+        let mut frame = frame_buffer(message.len(), message.len());
         frame.extend_from_slice(message);
         self.send_frame(frame.freeze())
     }

@@ -23,12 +23,26 @@ pub const FRAME_HEADER: usize = 5;
 /// second piece to send.
 pub const SPLICE_MIN: usize = 64 * 1024;
 
+/// A gRPC frame's header for a message of `len` bytes, with room for `room` bytes of it.
+pub fn frame_buffer(len: usize, room: usize) -> BytesMut {
+    let mut frame = BytesMut::with_capacity(FRAME_HEADER + room);
+    frame.put_u8(0);
+    frame.put_u32(len as u32);
+    frame
+}
+
+/// `payload` (an encoded message) in its gRPC frame.
+#[cfg(test)]
+pub fn framed(payload: &[u8]) -> Vec<u8> {
+    let mut frame = frame_buffer(payload.len(), payload.len());
+    frame.extend_from_slice(payload);
+    frame.to_vec()
+}
+
 /// `message` encoded once, straight into its gRPC frame.
 pub fn frame(message: &impl Message) -> Bytes {
     let len = message.encoded_len();
-    let mut frame = BytesMut::with_capacity(FRAME_HEADER + len);
-    frame.put_u8(0);
-    frame.put_u32(len as u32);
+    let mut frame = frame_buffer(len, len);
     // Cannot fail: the buffer has room for the whole message.
     let _ = message.encode(&mut frame);
     frame.freeze()
@@ -78,9 +92,7 @@ impl Spliced {
 
     /// The gRPC frame, in two pieces: the frame header with the head, then the value.
     pub fn framed(self) -> [Bytes; 2] {
-        let mut head = BytesMut::with_capacity(FRAME_HEADER + self.head.len());
-        head.put_u8(0);
-        head.put_u32(self.len() as u32);
+        let mut head = frame_buffer(self.len(), self.head.len());
         head.extend_from_slice(&self.head);
         [head.freeze(), self.tail]
     }
@@ -177,13 +189,6 @@ mod tests {
     use crate::proto::{InvocationRequest, RpcHttp, StreamingMessage};
     use std::collections::HashMap;
 
-    fn frame_of(payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![0];
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
-
     fn feed(chunks: &[&[u8]], max: usize) -> Result<(Vec<Bytes>, usize), String> {
         let mut partial = BytesMut::new();
         let mut messages = Vec::new();
@@ -200,7 +205,7 @@ mod tests {
 
     #[test]
     fn whole_frames_in_one_chunk_are_all_taken() {
-        let data = [frame_of(b"a"), frame_of(b""), frame_of(b"ccc")].concat();
+        let data = [framed(b"a"), framed(b""), framed(b"ccc")].concat();
         let (messages, left) = feed(&[&data], 16).unwrap();
         assert_eq!(
             messages,
@@ -211,7 +216,7 @@ mod tests {
 
     #[test]
     fn frames_split_anywhere_are_reassembled() {
-        let data = [frame_of(b"hello"), frame_of(b"world!")].concat();
+        let data = [framed(b"hello"), framed(b"world!")].concat();
         for cut in 0..=data.len() {
             for cut2 in cut..=data.len() {
                 let (messages, left) =
@@ -224,7 +229,7 @@ mod tests {
 
     #[test]
     fn an_incomplete_frame_waits() {
-        let data = frame_of(b"pending");
+        let data = framed(b"pending");
         let (messages, left) = feed(&[&data[..7]], 16).unwrap();
         assert!(messages.is_empty());
         assert_eq!(left, 7);
@@ -232,9 +237,9 @@ mod tests {
 
     #[test]
     fn oversized_and_compressed_frames_end_the_stream() {
-        let too_big = feed(&[&frame_of(&[0; 17])], 16).unwrap_err();
+        let too_big = feed(&[&framed(&[0; 17])], 16).unwrap_err();
         assert!(too_big.contains("exceeds the limit of 16"), "{too_big}");
-        let mut compressed = frame_of(b"x");
+        let mut compressed = framed(b"x");
         compressed[0] = 1;
         assert!(feed(&[&compressed], 16).unwrap_err().contains("compressed"));
     }

@@ -266,16 +266,10 @@ impl Body for BodyStream {
 
 #[cfg(test)]
 mod tests {
+    use super::wire::framed;
     use super::*;
     use crate::proto::streaming_message::Content;
     use crate::proto::{RpcLog, StreamingMessage};
-
-    fn framed(payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![0];
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
 
     fn log(text: &str) -> Vec<u8> {
         framed(
