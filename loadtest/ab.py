@@ -17,26 +17,13 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 
+from probe import wait_answering
 from procfs import HZ, children, cpu_ticks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP = os.path.join(HERE, "apps", "hello_async_sync")
 PORT = 18291
-
-
-def wait_ready(url, deadline):
-    until = time.monotonic() + deadline
-    while time.monotonic() < until:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready after {deadline}s")
 
 
 def wrk(url, connections, seconds, cpu):
@@ -61,7 +48,7 @@ def round_(binary, extra, args, log):
     if pin:  # taskset execs the binary: the pid is Sluice's
         time.sleep(0.2)
     try:
-        wait_ready(url, 120)
+        wait_answering(url, 120)
         wrk(url, args.connections, args.warmup, args.wrk_cpu)
         pids = [proc.pid] + children(proc.pid)
         before = [cpu_ticks(p) for p in pids]

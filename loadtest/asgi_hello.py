@@ -25,6 +25,16 @@ async def lifespan(receive, send):
             return
 
 
+async def read_body(receive) -> bytes:
+    """The request body, read whole (shared with bodies_asgi.py)."""
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         return await lifespan(receive, send)
@@ -35,13 +45,7 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": HELLO_HEADERS})
         await send({"type": "http.response.body", "body": BODY})
     elif path == "/api/binary_echo" and method == "POST":
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        body = await read_body(receive)
         headers = [
             (b"content-type", b"application/octet-stream"),
             (b"content-length", str(len(body)).encode()),

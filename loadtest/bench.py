@@ -29,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from probe import answers
 from procfs import HZ, cpu_ticks, descendants, status_kib
 from report import Row, fmt_ms, git_commit, table, tool_versions, write_report
 
@@ -171,12 +172,8 @@ def wait_ready(server: Server, proc: subprocess.Popen, port: int, log: Path, dea
             match = re.search(r"listening addr=127\.0\.0\.1:(\d+)", text)
             port = int(match.group(1)) if match else 0
         if port and text.count("worker ready") >= server.workers_ready:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-                    if resp.status == 200:
-                        return port
-            except OSError:
-                pass
+            if answers(f"http://127.0.0.1:{port}{path}"):
+                return port
         time.sleep(0.1)
     raise RunFailed(f"{server.name} not ready after {deadline_s:.0f}s (log: {log})")
 

@@ -30,8 +30,8 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
+from probe import wait_answering
 from procfs import HZ, cpu_ticks, descendants, status_kib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -85,19 +85,12 @@ def start(argv, port, deadline_s=600):
     """Starts a server and polls until it answers a 1-byte download."""
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL, env={**os.environ, "NO_COLOR": "1"})
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{argv[0]} exited with {proc.returncode} during start-up")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/zeros?bytes=1", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{argv[0]} not ready after {deadline_s} s")
+    try:
+        wait_answering(f"http://127.0.0.1:{port}/api/zeros?bytes=1", deadline_s, proc)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc
 
 
 def upload(port, body, digest):

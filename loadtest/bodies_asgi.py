@@ -5,7 +5,7 @@ answers N zero bytes. No framework: the baseline is the server itself.
 import hashlib
 from urllib.parse import parse_qs
 
-from asgi_hello import lifespan
+from asgi_hello import lifespan, read_body
 
 
 async def app(scope, receive, send):
@@ -16,12 +16,7 @@ async def app(scope, receive, send):
     path, method = scope["path"], scope["method"]
     if path == "/api/sha" and method == "POST":
         # Read whole, as a function's req.get_body() does.
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = hashlib.sha256(b"".join(chunks)).hexdigest().encode()
+        body = hashlib.sha256(await read_body(receive)).hexdigest().encode()
         await respond(send, body, b"text/plain; charset=utf-8")
     elif path == "/api/zeros" and method == "GET":
         size = int(parse_qs(scope["query_string"].decode()).get("bytes", ["0"])[0])
