@@ -499,6 +499,32 @@ async fn metric_sum(sluice: &Sluice, name: &str) -> anyhow::Result<f64> {
         .sum())
 }
 
+/// One attack's setting: Sluice (warmed up), its memory gauge and the well-behaved client,
+/// all started before the attack begins.
+struct Attack {
+    sluice: Sluice,
+    rss: Rss,
+    probe: Probe,
+}
+
+impl Attack {
+    async fn start() -> anyhow::Result<Attack> {
+        let sluice = start_hello().await?;
+        let rss = Rss::start(&sluice)?;
+        let probe = Probe::start(&sluice);
+        Ok(Attack { sluice, rss, probe })
+    }
+
+    /// The usual end of an attack: the well-behaved client never failed, a fresh request
+    /// is answered at once, and Sluice's peak memory grew by less than `limit`.
+    async fn end(self, during: &str, limit: usize) -> anyhow::Result<()> {
+        self.probe.finish(during).await?;
+        assert_served_promptly(&self.sluice, during).await?;
+        self.rss.assert_below(limit, during)?;
+        Ok(())
+    }
+}
+
 /// Starts Sluice on `examples/hello`, warmed up (one request served), so that the memory
 /// baseline includes what the first request allocates.
 async fn start_hello() -> anyhow::Result<Sluice> {
@@ -519,10 +545,8 @@ async fn rapid_reset_gets_goaway_and_others_are_still_served() -> anyhow::Result
     /// stream before its reset (the case its pending-accept counter cannot see).
     const PAIRS_PER_WRITE: [u32; 2] = [50, 1];
     let _serial = SERIAL.lock().await;
-    let sluice = start_hello().await?;
-    let addr = sluice.addr();
-    let rss = Rss::start(&sluice)?;
-    let probe = Probe::start(&sluice);
+    let attack = Attack::start().await?;
+    let addr = attack.sluice.addr();
 
     let mut sent = 0u32;
     let mut connections = 0;
@@ -563,17 +587,14 @@ async fn rapid_reset_gets_goaway_and_others_are_still_served() -> anyhow::Result
     );
 
     // Few of the reset streams reached the dispatcher (each would be a Python invocation).
-    let dispatched = metric_sum(&sluice, "sluice_http_requests_total").await?
-        + metric_sum(&sluice, "sluice_client_disconnects_total").await?;
+    let dispatched = metric_sum(&attack.sluice, "sluice_http_requests_total").await?
+        + metric_sum(&attack.sluice, "sluice_client_disconnects_total").await?;
     eprintln!("rapid reset: {dispatched} of {sent} streams reached the dispatcher");
     ensure!(
         dispatched < f64::from(STREAMS / 4),
         "{dispatched} of {sent} reset streams were dispatched"
     );
-    probe.finish("rapid reset").await?;
-    assert_served_promptly(&sluice, "rapid reset").await?;
-    rss.assert_below(64 * MIB, "rapid reset")?;
-    Ok(())
+    attack.end("rapid reset", 64 * MIB).await
 }
 
 #[tokio::test]
@@ -582,10 +603,8 @@ async fn continuation_flood_gets_goaway() -> anyhow::Result<()> {
     /// so a server that stops reading cuts the flood off.
     const FLOOD_BYTES: usize = 64 * MIB;
     let _serial = SERIAL.lock().await;
-    let sluice = start_hello().await?;
-    let addr = sluice.addr();
-    let rss = Rss::start(&sluice)?;
-    let probe = Probe::start(&sluice);
+    let attack = Attack::start().await?;
+    let addr = attack.sluice.addr();
 
     // Empty CONTINUATIONs (nothing for a size limit to count), then full-size ones carrying
     // header literals (what a size limit must count).
@@ -637,10 +656,7 @@ async fn continuation_flood_gets_goaway() -> anyhow::Result<()> {
             .await?;
     }
 
-    probe.finish("CONTINUATION floods").await?;
-    assert_served_promptly(&sluice, "CONTINUATION floods").await?;
-    rss.assert_below(64 * MIB, "CONTINUATION floods")?;
-    Ok(())
+    attack.end("CONTINUATION floods", 64 * MIB).await
 }
 
 #[tokio::test]
@@ -650,10 +666,8 @@ async fn settings_and_ping_floods_are_acked_and_bounded() -> anyhow::Result<()> 
     /// Bytes a never-reading client may try to push: far more than socket buffers hold.
     const UNREAD_BYTES: usize = 256 * MIB;
     let _serial = SERIAL.lock().await;
-    let sluice = start_hello().await?;
-    let addr = sluice.addr();
-    let rss = Rss::start(&sluice)?;
-    let probe = Probe::start(&sluice);
+    let attack = Attack::start().await?;
+    let addr = attack.sluice.addr();
 
     // A client that reads: every SETTINGS and PING is acknowledged (RFC 9113 §6.5.3, §6.7),
     // or the connection is refused with ENHANCE_YOUR_CALM; if it survives, it still serves.
@@ -735,20 +749,15 @@ async fn settings_and_ping_floods_are_acked_and_bounded() -> anyhow::Result<()> 
         );
     }
 
-    probe.finish("SETTINGS and PING floods").await?;
-    assert_served_promptly(&sluice, "SETTINGS and PING floods").await?;
-    rss.assert_below(64 * MIB, "SETTINGS and PING floods")?;
-    Ok(())
+    attack.end("SETTINGS and PING floods", 64 * MIB).await
 }
 
 #[tokio::test]
 async fn streams_beyond_the_advertised_limit_are_refused() -> anyhow::Result<()> {
     const EXTRA: u32 = 100;
     let _serial = SERIAL.lock().await;
-    let sluice = start_hello().await?;
-    let addr = sluice.addr();
-    let rss = Rss::start(&sluice)?;
-    let probe = Probe::start(&sluice);
+    let attack = Attack::start().await?;
+    let addr = attack.sluice.addr();
 
     let mut conn = RawH2::connect(addr, &[]).await?;
     conn.wait_for("the server's SETTINGS", REACT_DEADLINE, |s| {
@@ -826,10 +835,12 @@ async fn streams_beyond_the_advertised_limit_are_refused() -> anyhow::Result<()>
         conn.summary()
     );
 
-    probe.finish("streams beyond the limit").await?;
+    attack.probe.finish("streams beyond the limit").await?;
     drop(conn);
-    assert_served_promptly(&sluice, "streams beyond the limit").await?;
-    rss.assert_below(64 * MIB, "streams beyond the limit")?;
+    assert_served_promptly(&attack.sluice, "streams beyond the limit").await?;
+    attack
+        .rss
+        .assert_below(64 * MIB, "streams beyond the limit")?;
     Ok(())
 }
 
@@ -889,11 +900,9 @@ async fn h2_headers_answer(
 async fn ten_thousand_headers_get_431_on_http2_and_http1() -> anyhow::Result<()> {
     const HEADER_COUNT: usize = 10_000;
     let _serial = SERIAL.lock().await;
-    let sluice = start_hello().await?;
-    let addr = sluice.addr();
-    let rss = Rss::start(&sluice)?;
-    let probe = Probe::start(&sluice);
-    let url = sluice.url("/api/hello");
+    let attack = Attack::start().await?;
+    let addr = attack.sluice.addr();
+    let url = attack.sluice.url("/api/hello");
 
     // HTTP/2, raw frames (a client library gives up writing once the server hangs up, before
     // it has read the answer): HPACK indexes a repeated header, so 10 000 copies fit one small
@@ -962,10 +971,7 @@ async fn ten_thousand_headers_get_431_on_http2_and_http1() -> anyhow::Result<()>
     let (status, head, _) = mem::read_response(&mut stream, REACT_DEADLINE).await?;
     ensure!(status == 431, "HTTP/1, 10 000 headers: {head}");
 
-    probe.finish("10 000 headers").await?;
-    assert_served_promptly(&sluice, "10 000 headers").await?;
-    rss.assert_below(64 * MIB, "10 000 headers")?;
-    Ok(())
+    attack.end("10 000 headers", 64 * MIB).await
 }
 
 #[tokio::test]
@@ -975,10 +981,8 @@ async fn clients_that_never_read_keep_memory_bounded() -> anyhow::Result<()> {
     /// Requests each client tries to send: 256 MiB of answers nobody reads.
     const REQUESTS: usize = 1024;
     let _serial = SERIAL.lock().await;
-    let sluice = start_hello().await?;
-    let addr = sluice.addr();
-    let rss = Rss::start(&sluice)?;
-    let probe = Probe::start(&sluice);
+    let attack = Attack::start().await?;
+    let addr = attack.sluice.addr();
 
     // HTTP/1: pipelined echo requests, never reading an answer. hyper answers one request at
     // a time, so once the answers back up it stops reading requests and the writes stall.
@@ -1034,11 +1038,13 @@ async fn clients_that_never_read_keep_memory_bounded() -> anyhow::Result<()> {
         "the server took all {REQUESTS} streams without their answers being read"
     );
 
-    rss.assert_below(128 * MIB, "clients that never read")?;
-    probe.finish("clients that never read").await?;
+    attack
+        .rss
+        .assert_below(128 * MIB, "clients that never read")?;
+    attack.probe.finish("clients that never read").await?;
     drop(stream);
     drop(conn);
-    assert_served_promptly(&sluice, "clients that never read").await?;
+    assert_served_promptly(&attack.sluice, "clients that never read").await?;
     Ok(())
 }
 
@@ -1082,10 +1088,8 @@ async fn five_thousand_idle_connections_do_not_starve_a_client() -> anyhow::Resu
     if connections < CONNECTIONS {
         eprintln!("open-files limit {limit}: only {connections} idle connections");
     }
-    let sluice = start_hello().await?;
-    let addr = sluice.addr();
-    let rss = Rss::start(&sluice)?;
-    let probe = Probe::start(&sluice);
+    let attack = Attack::start().await?;
+    let addr = attack.sluice.addr();
 
     // Every third one an HTTP/2 client that sent its preface and then nothing.
     let started = Instant::now();
@@ -1109,16 +1113,18 @@ async fn five_thousand_idle_connections_do_not_starve_a_client() -> anyhow::Resu
         started.elapsed()
     );
     // Served while they are all open, on a connection of its own and on the last idle one.
-    assert_served_promptly(&sluice, "opening the idle connections").await?;
+    assert_served_promptly(&attack.sluice, "opening the idle connections").await?;
     let last = open.last_mut().context("no connections")?;
     last.write_all(b"GET /api/hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await?;
     let (status, head, _) = mem::read_response(last, REACT_DEADLINE).await?;
     ensure!(status == 200, "the last idle connection: {head}");
 
-    rss.assert_below(128 * MIB, "5 000 idle connections")?;
-    probe.finish("5 000 idle connections").await?;
+    attack
+        .rss
+        .assert_below(128 * MIB, "5 000 idle connections")?;
+    attack.probe.finish("5 000 idle connections").await?;
     drop(open);
-    assert_served_promptly(&sluice, "closing the idle connections").await?;
+    assert_served_promptly(&attack.sluice, "closing the idle connections").await?;
     Ok(())
 }
