@@ -311,12 +311,7 @@ async fn a_body_over_the_budget_gets_503_with_retry_after_and_is_counted() -> an
         .send()
         .await?;
     assert_eq!(third.status(), 200);
-    let metrics = client()
-        .get(sluice.admin_url("/metrics").await?)
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = sluice.metrics().await?;
     assert!(
         metrics.contains("sluice_body_budget_rejections_total 1"),
         "{metrics}"

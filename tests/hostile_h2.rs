@@ -486,13 +486,9 @@ impl Rss {
 
 /// The sum of every sample of the metric family `name` on the admin listener.
 async fn metric_sum(sluice: &Sluice, name: &str) -> anyhow::Result<f64> {
-    let text = common::client()
-        .get(sluice.admin_url("/metrics").await?)
-        .send()
+    Ok(sluice
+        .metrics()
         .await?
-        .text()
-        .await?;
-    Ok(text
         .lines()
         .filter(|line| line.starts_with(name) && !line.starts_with('#'))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())

@@ -115,13 +115,9 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The value of an unlabelled (or fully labelled) sample on `/metrics`.
 async fn metric(sluice: &Sluice, series: &str) -> anyhow::Result<f64> {
-    let text = client()
-        .get(sluice.admin_url("/metrics").await?)
-        .send()
+    Ok(sluice
+        .metrics()
         .await?
-        .text()
-        .await?;
-    Ok(text
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())

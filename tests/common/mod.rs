@@ -611,4 +611,10 @@ impl Sluice {
     pub async fn admin_url(&self, path: &str) -> anyhow::Result<String> {
         Ok(format!("http://{}{path}", self.admin_addr().await?))
     }
+
+    /// The text of `/metrics` on the admin listener.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let url = self.admin_url("/metrics").await?;
+        Ok(client().get(url).send().await?.text().await?)
+    }
 }
