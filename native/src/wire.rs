@@ -6,7 +6,11 @@
 //! body's own bytes, never copied ([`Spliced`]): the body's field is written last at every
 //! level, so the encoding is the head's bytes and then the body's. Protobuf readers accept
 //! fields in any order, and a field written once reads the same wherever it stands.
-//! Inbound, [`take_frames`] cuts a stream of DATA chunks into messages.
+//! Before they go to h2, small frames queued together are joined into one chunk
+//! ([`Gather`]), so that a batch of messages costs one write. Inbound, [`take_frames`] cuts
+//! a stream of DATA chunks into messages.
+
+use std::collections::VecDeque;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -46,6 +50,71 @@ pub fn frame(message: &impl Message) -> Bytes {
     // Cannot fail: the buffer has room for the whole message.
     let _ = message.encode(&mut frame);
     frame.freeze()
+}
+
+/// Pieces smaller than this are joined with their neighbours by [`Gather`]; a larger one
+/// is worth a write of its own and goes to h2 as it is.
+pub const GATHER_MAX: usize = 16 * 1024;
+/// The most [`Gather`] joins into one chunk.
+const GATHER_CHUNK: usize = 64 * 1024;
+
+/// Outbound pieces in order, with runs of small ones joined into one chunk. h2 writes every
+/// DATA chunk of 256 bytes or more to the socket before it takes the next one, so a chunk
+/// per message would cost a write per message; joined, a batch of invocations (or of
+/// responses) costs one. A piece that has no small neighbour is passed on uncopied.
+#[derive(Default)]
+pub struct Gather {
+    ready: VecDeque<Bytes>,
+    run: Vec<Bytes>,
+    run_len: usize,
+}
+
+impl Gather {
+    pub fn push(&mut self, piece: Bytes) {
+        if piece.len() >= GATHER_MAX {
+            self.seal();
+            self.ready.push_back(piece);
+            return;
+        }
+        if self.run_len + piece.len() > GATHER_CHUNK {
+            self.seal();
+        }
+        self.run_len += piece.len();
+        self.run.push(piece);
+    }
+
+    /// The next chunk to send; the run being gathered counts as complete.
+    pub fn pop(&mut self) -> Option<Bytes> {
+        if self.ready.is_empty() {
+            self.seal();
+        }
+        self.ready.pop_front()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.run.is_empty()
+    }
+
+    /// A chunk is complete (a run was cut off by a large piece or by its size).
+    pub fn has_chunk(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    fn seal(&mut self) {
+        let joined = match self.run.len() {
+            0 => return,
+            1 => self.run.pop().expect("one piece"),
+            _ => {
+                let mut joined = BytesMut::with_capacity(self.run_len);
+                for piece in self.run.drain(..) {
+                    joined.extend_from_slice(&piece);
+                }
+                joined.freeze()
+            }
+        };
+        self.ready.push_back(joined);
+        self.run_len = 0;
+    }
 }
 
 /// A message encoded as a head and then one large value, built from the inside out:
@@ -201,6 +270,51 @@ mod tests {
             )?;
         }
         Ok((messages, partial.len()))
+    }
+
+    fn gathered(pieces: &[Bytes]) -> Vec<Bytes> {
+        let mut gather = Gather::default();
+        for piece in pieces {
+            gather.push(piece.clone());
+        }
+        std::iter::from_fn(|| gather.pop()).collect()
+    }
+
+    #[test]
+    fn small_pieces_are_joined_in_order_and_large_ones_pass_uncopied() {
+        let small = |n: usize, b: u8| Bytes::from(vec![b; n]);
+        let large = Bytes::from(vec![9u8; GATHER_MAX]);
+        let pieces = [
+            small(300, 1),
+            small(500, 2),
+            large.clone(),
+            small(10, 3),
+            small(20, 4),
+        ];
+        let chunks = gathered(&pieces);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks.concat(), pieces.concat());
+        assert_eq!(chunks[0].len(), 800);
+        assert_eq!(
+            chunks[1].as_ptr(),
+            large.as_ptr(),
+            "a large piece is not copied"
+        );
+        assert_eq!(chunks[2].len(), 30);
+    }
+
+    #[test]
+    fn a_lone_small_piece_is_not_copied_and_joined_chunks_stay_bounded() {
+        let lone = Bytes::from(vec![1u8; 700]);
+        assert_eq!(
+            gathered(std::slice::from_ref(&lone))[0].as_ptr(),
+            lone.as_ptr()
+        );
+        let many: Vec<Bytes> = (0..40).map(|i| Bytes::from(vec![i as u8; 4000])).collect();
+        let chunks = gathered(&many);
+        assert!(chunks.iter().all(|c| c.len() <= GATHER_CHUNK));
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks.concat(), many.concat());
     }
 
     #[test]

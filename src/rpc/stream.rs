@@ -6,7 +6,6 @@
 //! Encoding here rather than in a gRPC library lets a large HTTP request body go to the
 //! worker as its own piece, the very buffer it arrived in (see `wire.rs`).
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -18,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::proto::StreamingMessage;
 use crate::proto::streaming_message::Content;
 
-use super::wire::{self, Spliced};
+use super::wire::{self, Gather, Spliced};
 
 /// Messages to one worker, each already a [`Frame`].
 pub type Outbound = mpsc::Sender<Frame>;
@@ -54,17 +53,21 @@ impl Frame {
 }
 
 /// The host's side of the call, the response body: the frames its senders queue, then
-/// `grpc-status: 0` once every sender is gone.
+/// `grpc-status: 0` once every sender is gone. Frames queued together go out joined (see
+/// [`Gather`]), so the invocations of one scheduler round cost one write to the worker.
 pub struct EventBody {
     frames: Option<mpsc::Receiver<Frame>>,
-    pieces: VecDeque<Bytes>,
+    pieces: Gather,
+    /// Every sender is gone and the trailers are still to send.
+    closing: bool,
 }
 
 impl EventBody {
     pub fn new(frames: mpsc::Receiver<Frame>) -> EventBody {
         EventBody {
             frames: Some(frames),
-            pieces: VecDeque::new(),
+            pieces: Gather::default(),
+            closing: false,
         }
     }
 
@@ -72,7 +75,8 @@ impl EventBody {
     pub fn empty() -> EventBody {
         EventBody {
             frames: None,
-            pieces: VecDeque::new(),
+            pieces: Gather::default(),
+            closing: false,
         }
     }
 }
@@ -86,28 +90,36 @@ impl Body for EventBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<HttpFrame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        loop {
-            if let Some(piece) = this.pieces.pop_front() {
-                return Poll::Ready(Some(Ok(HttpFrame::data(piece))));
-            }
-            let Some(frames) = this.frames.as_mut() else {
-                return Poll::Ready(None);
-            };
+        // What is queued now, up to one full chunk, so that it can be joined; no more, so
+        // that the channel's bound still bounds the memory held for a slow worker.
+        while let Some(frames) = this.frames.as_mut().filter(|_| !this.pieces.has_chunk()) {
             match frames.poll_recv(cx) {
-                Poll::Ready(Some(frame)) => this.pieces.extend(frame.pieces),
+                Poll::Ready(Some(frame)) => {
+                    frame.pieces.into_iter().for_each(|p| this.pieces.push(p))
+                }
                 Poll::Ready(None) => {
                     this.frames = None;
-                    let mut trailers = HeaderMap::new();
-                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-                    return Poll::Ready(Some(Ok(HttpFrame::trailers(trailers))));
+                    this.closing = true;
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => break,
             }
+        }
+        if let Some(piece) = this.pieces.pop() {
+            return Poll::Ready(Some(Ok(HttpFrame::data(piece))));
+        }
+        if std::mem::take(&mut this.closing) {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            return Poll::Ready(Some(Ok(HttpFrame::trailers(trailers))));
+        }
+        match this.frames {
+            Some(_) => Poll::Pending,
+            None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.frames.is_none() && self.pieces.is_empty()
+        self.frames.is_none() && !self.closing && self.pieces.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
