@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::wire::{frame_buffer, take_frames};
+use crate::wire::{frame_bytes, take_frames};
 use h2::client::{Connection, ResponseFuture, SendRequest};
 use h2::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -241,9 +241,7 @@ impl Direct {
     /// Queues one encoded message, framed for gRPC in one buffer (its only copy); `pump`
     /// writes it.
     pub fn send(&mut self, message: &[u8]) -> Result<(), h2::Error> {
-        let mut frame = frame_buffer(message.len(), message.len());
-        frame.extend_from_slice(message);
-        self.send_frame(frame.freeze())
+        self.send_frame(frame_bytes(message))
     }
 
     /// Queues a message already framed by [`crate::wire::frame`] (or one piece of a framed

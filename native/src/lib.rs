@@ -27,6 +27,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use invocation::Invocation;
+use wire::{Gather, frame_bytes};
 
 /// The functions whose invocations Python takes as Datums, and the runtime's Datum class.
 #[derive(Default)]
@@ -115,16 +116,18 @@ impl Connection {
                 "the stream to the host has ended",
             ));
         }
+        // Joined where small, so that the batch costs one write (see `wire::Gather`).
+        let mut gather = Gather::default();
         for message in messages {
-            let sent = match message.cast::<Frame>() {
-                Ok(frame) => frame
-                    .get()
-                    .0
-                    .iter()
-                    .try_for_each(|piece| self.direct.send_frame(piece.clone())),
-                Err(_) => self.direct.send(message.cast::<PyBytes>()?.as_bytes()),
-            };
-            sent.map_err(|e| PyConnectionError::new_err(e.to_string()))?;
+            match message.cast::<Frame>() {
+                Ok(frame) => frame.get().0.iter().for_each(|p| gather.push(p.clone())),
+                Err(_) => gather.push(frame_bytes(message.cast::<PyBytes>()?.as_bytes())),
+            }
+        }
+        while let Some(chunk) = gather.pop() {
+            self.direct
+                .send_frame(chunk)
+                .map_err(|e| PyConnectionError::new_err(e.to_string()))?;
         }
         // Nothing is read here (see `Direct::pump`): inbound data waits for `pump`.
         Ok(self.direct.pump(false).want_write)

@@ -35,12 +35,17 @@ pub fn frame_buffer(len: usize, room: usize) -> BytesMut {
     frame
 }
 
-/// `payload` (an encoded message) in its gRPC frame.
-#[cfg(test)]
-pub fn framed(payload: &[u8]) -> Vec<u8> {
+/// `payload` (an encoded message) copied into its gRPC frame.
+#[allow(dead_code)] // the worker's; the host encodes with `frame`
+pub fn frame_bytes(payload: &[u8]) -> Bytes {
     let mut frame = frame_buffer(payload.len(), payload.len());
     frame.extend_from_slice(payload);
-    frame.to_vec()
+    frame.freeze()
+}
+
+#[cfg(test)]
+pub fn framed(payload: &[u8]) -> Vec<u8> {
+    frame_bytes(payload).to_vec()
 }
 
 /// `message` encoded once, straight into its gRPC frame.
@@ -91,11 +96,13 @@ impl Gather {
         self.ready.pop_front()
     }
 
+    #[allow(dead_code)] // the host's (its EventBody); the worker sends all it gathered
     pub fn is_empty(&self) -> bool {
         self.ready.is_empty() && self.run.is_empty()
     }
 
     /// A chunk is complete (a run was cut off by a large piece or by its size).
+    #[allow(dead_code)] // the host's, as `is_empty`
     pub fn has_chunk(&self) -> bool {
         !self.ready.is_empty()
     }
