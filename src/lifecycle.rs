@@ -163,7 +163,11 @@ impl Workers {
         let index =
             || crate::app::index_function_json(&self.launch.app_dir).map_err(|e| e.to_string());
         let handshake = self.handshake(&id, &index);
-        let (session, functions) = until_exit(&mut process, initialised.load(&handshake)).await?;
+        let (session, functions) = until_exit(
+            &mut process,
+            crate::rpc::Session::load(initialised, &handshake),
+        )
+        .await?;
         if self.catalog.get().is_none() {
             let built = Catalog::build(&self.route_prefix, &functions, session.http().is_some())?;
             let names: Vec<&str> = built.functions.iter().map(|f| &*f.name).collect();

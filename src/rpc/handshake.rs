@@ -5,17 +5,17 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
 
 use super::capabilities::Capabilities;
+use super::error::RpcError;
 use super::inbound::Inbound;
-use super::session::{FunctionMeta, RuntimeInfo, Session, print_log};
+use super::messages::{FunctionMeta, RuntimeInfo, content_name, print_log};
+use super::server::Connection;
 use super::stream::{Frame, Outbound};
-use super::{Connection, RpcError};
 use crate::metrics::RpcTraffic;
 use crate::proto::function_environment_reload_response::CapabilitiesUpdateStrategy;
 use crate::proto::status_result::Status as RpcStatus;
@@ -43,7 +43,7 @@ pub struct Handshake<'a> {
 }
 
 /// A worker past WorkerInit whose functions are not loaded yet. Normal start goes on to
-/// [`Initialised::load`] at once; a placeholder worker waits here until assignment
+/// `Session::load` at once; a placeholder worker waits here until assignment
 /// ([`Initialised::reload_environment`], in `reload.rs`).
 pub struct Initialised {
     pub(super) worker: String,
@@ -72,7 +72,7 @@ impl Initialised {
         let init = this
             .steps()
             .request(
-                "WorkerInitResponse",
+                reply!(WorkerInitResponse),
                 Content::WorkerInitRequest(WorkerInitRequest {
                     host_version: hs.host_version.to_owned(),
                     capabilities: HashMap::new(),
@@ -82,9 +82,6 @@ impl Initialised {
                 }),
             )
             .await?;
-        let Content::WorkerInitResponse(init) = init else {
-            unreachable_reply(&worker)?
-        };
         check(&worker, "to initialise", init.result.as_ref())?;
         this.update_capabilities(&init.capabilities, CapabilitiesUpdateStrategy::Replace)?;
         this.runtime = RuntimeInfo::reported(init.worker_metadata.as_ref());
@@ -152,25 +149,19 @@ impl Initialised {
         }
     }
 
-    /// FunctionsMetadata, then one FunctionLoad per function; the session is then ready.
-    pub async fn load(
-        mut self,
-        hs: &Handshake<'_>,
-    ) -> Result<(Arc<Session>, Vec<FunctionMeta>), RpcError> {
+    /// FunctionsMetadata, then one FunctionLoad per function: what a session starts from.
+    pub(super) async fn load(mut self, hs: &Handshake<'_>) -> Result<Loaded, RpcError> {
         let worker = self.worker.clone();
         let app_dir = hs.app_dir.display().to_string();
         let mut steps = self.steps();
-        let reply = steps
+        let metadata = steps
             .request(
-                "FunctionMetadataResponse",
+                reply!(FunctionMetadataResponse),
                 Content::FunctionsMetadataRequest(FunctionsMetadataRequest {
                     function_app_directory: app_dir,
                 }),
             )
             .await?;
-        let Content::FunctionMetadataResponse(metadata) = reply else {
-            unreachable_reply(&worker)?
-        };
         check(&worker, "to index the app", metadata.result.as_ref())?;
         let functions = if metadata.use_default_metadata_indexing {
             (hs.host_index)().map_err(|message| RpcError::Failed {
@@ -201,10 +192,7 @@ impl Initialised {
             .map(|f| (f.function_id.as_str(), f.name.as_str()))
             .collect();
         for _ in &functions {
-            let Content::FunctionLoadResponse(load) = steps.expect("FunctionLoadResponse").await?
-            else {
-                unreachable_reply(&worker)?
-            };
+            let load = steps.expect(reply!(FunctionLoadResponse)).await?;
             let Some(name) = names.get(load.function_id.as_str()) else {
                 return Err(RpcError::Protocol {
                     worker: worker.clone(),
@@ -219,10 +207,39 @@ impl Initialised {
         }
         info!(worker = %worker, failed = load_errors.len(), "functions loaded");
 
-        let session = Session::ready(self, function_ids, load_errors);
-        Ok((session, functions))
+        Ok(Loaded {
+            init: self,
+            function_ids,
+            load_errors,
+            functions,
+        })
     }
 }
+
+/// A worker whose functions are loaded, for `Session::ready`.
+pub(super) struct Loaded {
+    pub(super) init: Initialised,
+    /// Function name → this worker's function id.
+    pub(super) function_ids: HashMap<String, String>,
+    /// Function id → why it failed to load.
+    pub(super) load_errors: HashMap<String, String>,
+    pub(super) functions: Vec<FunctionMeta>,
+}
+
+/// The reply a start-up step waits for, as `(its name, how to take it from a message)`:
+/// `reply!(WorkerInitResponse)`. Matched by kind; the name is for errors only.
+macro_rules! reply {
+    ($kind:ident) => {
+        (stringify!($kind), |content| match content {
+            Content::$kind(reply) => Some(reply),
+            _ => None,
+        })
+    };
+}
+pub(super) use reply;
+
+/// A reply kind: its name, and its value taken from a message of that kind.
+pub(super) type Reply<T> = (&'static str, fn(Content) -> Option<T>);
 /// The start-up steps: send one request, wait for its reply, printing any logs between.
 pub(super) struct Steps<'a> {
     worker: &'a str,
@@ -233,11 +250,11 @@ pub(super) struct Steps<'a> {
 }
 
 impl Steps<'_> {
-    pub(super) async fn request(
+    pub(super) async fn request<T>(
         &mut self,
-        expected: &'static str,
+        expected: Reply<T>,
         content: Content,
-    ) -> Result<Content, RpcError> {
+    ) -> Result<T, RpcError> {
         self.send(content).await?;
         self.expect(expected).await
     }
@@ -260,7 +277,7 @@ impl Steps<'_> {
     }
 
     /// The next reply of the `expected` kind, printing logs that come before it.
-    async fn expect(&mut self, expected: &'static str) -> Result<Content, RpcError> {
+    async fn expect<T>(&mut self, (expected, take): Reply<T>) -> Result<T, RpcError> {
         let closed = || RpcError::StreamClosed {
             worker: self.worker.to_owned(),
         };
@@ -275,12 +292,17 @@ impl Steps<'_> {
                 };
                 match message.content {
                     Some(Content::RpcLog(log)) => print_log(self.worker, None, &log),
-                    Some(content) if content_name(&content) == expected => return Ok(content),
-                    Some(other) => debug!(
-                        worker = %self.worker,
-                        message = content_name(&other),
-                        "ignored during start-up"
-                    ),
+                    Some(content) => {
+                        let kind = content_name(&content);
+                        match take(content) {
+                            Some(reply) => return Ok(reply),
+                            None => debug!(
+                                worker = %self.worker,
+                                message = kind,
+                                "ignored during start-up"
+                            ),
+                        }
+                    }
                     None => {}
                 }
             }
@@ -305,26 +327,6 @@ pub fn is_prerelease(version: &str) -> bool {
                 && v[..i].ends_with(|p: char| p.is_ascii_digit())
                 && v[i + 1..].starts_with(|n: char| n.is_ascii_digit())
         })
-}
-
-pub(super) fn unreachable_reply<T>(worker: &str) -> Result<T, RpcError> {
-    Err(RpcError::Protocol {
-        worker: worker.to_owned(),
-        reason: "reply of an unexpected kind".into(),
-    })
-}
-
-pub(super) fn content_name(content: &Content) -> &'static str {
-    match content {
-        Content::WorkerInitResponse(_) => "WorkerInitResponse",
-        Content::FunctionMetadataResponse(_) => "FunctionMetadataResponse",
-        Content::FunctionLoadResponse(_) => "FunctionLoadResponse",
-        Content::InvocationResponse(_) => "InvocationResponse",
-        Content::WorkerStatusResponse(_) => "WorkerStatusResponse",
-        Content::FunctionEnvironmentReloadResponse(_) => "FunctionEnvironmentReloadResponse",
-        Content::RpcLog(_) => "RpcLog",
-        _ => "another message",
-    }
 }
 
 /// `Ok` for a Success result, else the worker's exception message and stack trace.

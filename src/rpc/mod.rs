@@ -1,11 +1,19 @@
 //! The `FunctionRpc.EventStream` side of Sluice: a gRPC server on 127.0.0.1 that workers
-//! connect to ([`server`], with the stream's framing in [`stream`]), and one [`session::Session`] per connected worker that runs
-//! the platform's start-up handshake and correlates invocations by id.
-//! Knows nothing about HTTP routing; HTTP ⇄ RpcHttp conversion lives in `convert`.
+//! connect to ([`server`], with the stream's framing in `stream`), and one
+//! [`session::Session`] per connected worker that runs the platform's start-up handshake and
+//! correlates invocations by id. Knows nothing about HTTP routing; HTTP ⇄ RpcHttp
+//! conversion lives in `convert`.
+//!
+//! Inside, imports run one way: `session` (a ready worker) builds on `handshake` (the
+//! start-up steps, which end in a value the session takes), both on `server` and `inbound`
+//! (the stream), and everything on the leaves `messages` (what a worker says: logs, runtime,
+//! message kinds), `error`, `capabilities`, `split`, `stream` and `wire`.
 
 mod capabilities;
+mod error;
 mod handshake;
 mod inbound;
+mod messages;
 mod reload;
 pub mod server;
 pub mod session;
@@ -15,37 +23,9 @@ mod stream;
 #[path = "../../native/src/wire.rs"]
 mod wire;
 
+pub use error::{MAX_MESSAGE_BYTES, RpcError};
 pub use handshake::{Handshake, Initialised, is_prerelease};
 pub use inbound::{BodyStream, StreamedBody};
+pub use messages::FunctionMeta;
 pub use server::{Connection, RpcServer};
-pub use session::{Answer, FunctionMeta, Session};
-
-use std::time::Duration;
-
-/// Largest gRPC message either way, on the host's server and on the worker's command
-/// line (`--grpcMaxMessageLength`): protobuf's own 2 GiB limit, as the platform host uses.
-/// Request bodies are bounded below it by the body limit (see `config::MAX_BODY_LIMIT`).
-pub const MAX_MESSAGE_BYTES: usize = i32::MAX as usize;
-
-/// Why talking to a worker failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RpcError {
-    #[error("cannot start the FunctionRpc server: {0}")]
-    Bind(#[source] std::io::Error),
-    #[error("worker {worker} closed its stream")]
-    StreamClosed { worker: String },
-    #[error("worker {worker} sent no {expected} within {timeout:?}")]
-    Timeout {
-        worker: String,
-        expected: &'static str,
-        timeout: Duration,
-    },
-    #[error("worker {worker} failed {stage}: {message}")]
-    Failed {
-        worker: String,
-        stage: &'static str,
-        message: String,
-    },
-    #[error("worker {worker}: {reason}")]
-    Protocol { worker: String, reason: String },
-}
+pub use session::{Answer, Session};

@@ -6,16 +6,16 @@ use std::path::Path;
 
 use tracing::info;
 
-use super::RpcError;
-use super::handshake::{Initialised, check, unreachable_reply};
-use super::session::RuntimeInfo;
+use super::error::RpcError;
+use super::handshake::{Initialised, check, reply};
+use super::messages::RuntimeInfo;
 use crate::proto::FunctionEnvironmentReloadRequest;
 use crate::proto::streaming_message::Content;
 
 impl Initialised {
     /// Sends the app's whole environment and directory; the worker re-prioritises its
     /// import path, picks the app's runtime library, replaces `os.environ` and indexes the
-    /// app. Afterwards [`Initialised::load`] runs metadata → load as on a normal start.
+    /// app. Afterwards `Session::load` runs metadata → load as on a normal start.
     /// Empty values are left out, as the platform host does.
     pub async fn reload_environment(
         &mut self,
@@ -28,19 +28,16 @@ impl Initialised {
             .filter(|(k, v)| !k.is_empty() && !v.is_empty())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let reply = self
+        let reloaded = self
             .steps()
             .request(
-                "FunctionEnvironmentReloadResponse",
+                reply!(FunctionEnvironmentReloadResponse),
                 Content::FunctionEnvironmentReloadRequest(FunctionEnvironmentReloadRequest {
                     environment_variables,
                     function_app_directory: app_dir.display().to_string(),
                 }),
             )
             .await?;
-        let Content::FunctionEnvironmentReloadResponse(reloaded) = reply else {
-            unreachable_reply(&worker)?
-        };
         check(
             &worker,
             "to load the assigned app",

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::RpcError;
+use super::error::{MAX_MESSAGE_BYTES, RpcError};
 use super::inbound::Inbound;
 use super::stream::{EventBody, Outbound};
 use crate::proto::streaming_message::Content;
@@ -154,7 +154,7 @@ async fn event_stream(
             "FunctionRpc serves EventStream only",
         ));
     }
-    let mut inbound = Inbound::new(request.into_body(), super::MAX_MESSAGE_BYTES);
+    let mut inbound = Inbound::new(request.into_body(), MAX_MESSAGE_BYTES);
     let first = match inbound.message().await {
         Ok(Some(first)) => first.message,
         Ok(None) => {

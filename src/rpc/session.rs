@@ -8,23 +8,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, warn};
 
-use super::handshake::{Handshake, Initialised, content_name};
+use super::error::RpcError;
+use super::handshake::{Handshake, Initialised, Loaded};
 use super::inbound::{Inbound, StreamedBody};
+use super::messages::{FunctionMeta, RuntimeInfo, content_name, print_log};
+use super::server::Connection;
 use super::stream::{Frame, Outbound};
-use super::{Connection, RpcError};
 use crate::metrics::RpcTraffic;
-use crate::proto::rpc_log::{Level, RpcLogCategory};
 use crate::proto::streaming_message::Content;
 use crate::proto::{
-    InvocationRequest, InvocationResponse, ParameterBinding, RpcFunctionMetadata, RpcLog,
-    RpcTraceContext, StreamingMessage, WorkerStatusRequest,
+    InvocationRequest, InvocationResponse, ParameterBinding, RpcTraceContext, StreamingMessage,
+    WorkerStatusRequest,
 };
 use crate::proxy::WorkerHttp;
-
-/// A function as the worker indexed it.
-pub type FunctionMeta = RpcFunctionMetadata;
 
 /// Invocations awaiting their response, by invocation id. `drained` wakes whoever waits for
 /// the last one to leave (answered, abandoned by its caller, or lost with the stream).
@@ -64,36 +62,6 @@ pub struct Answer {
     /// The HTTP body, when it follows the response (a large one, see `inbound.rs`); the
     /// response then holds an empty placeholder in its place.
     pub body: Option<StreamedBody>,
-}
-
-/// The runtime library a worker runs, as it reported it at start-up.
-#[derive(Debug, Clone, Default)]
-pub struct RuntimeInfo {
-    pub package: String,
-    pub version: String,
-    /// `app` (the app's own copy) or `bundled` (the worker's default).
-    pub source: String,
-    /// JSON description of registered worker extensions, if any.
-    pub extensions: Option<String>,
-}
-
-impl RuntimeInfo {
-    /// From the worker's WorkerMetadata custom properties (set by Sluice's worker; other
-    /// workers leave them out, shown as "?").
-    pub(super) fn reported(meta: Option<&crate::proto::WorkerMetadata>) -> RuntimeInfo {
-        let prop = |key: &str| {
-            meta.and_then(|m| m.custom_properties.get(key))
-                .cloned()
-                .unwrap_or_else(|| "?".to_owned())
-        };
-        RuntimeInfo {
-            package: prop("sluice.runtime.package"),
-            version: prop("sluice.runtime.version"),
-            source: prop("sluice.runtime.source"),
-            extensions: meta
-                .and_then(|m| m.custom_properties.get("sluice.worker_extensions").cloned()),
-        }
-    }
 }
 
 /// A ready worker's stream.
@@ -153,7 +121,22 @@ impl Session {
         conn: Connection,
         hs: Handshake<'_>,
     ) -> Result<(Arc<Session>, Vec<FunctionMeta>), RpcError> {
-        Initialised::init(conn, &hs).await?.load(&hs).await
+        Session::load(Initialised::init(conn, &hs).await?, &hs).await
+    }
+
+    /// The rest of the start-up for a worker past WorkerInit (at once, or for a placeholder
+    /// worker after its environment reload): its functions are indexed and loaded.
+    pub async fn load(
+        init: Initialised,
+        hs: &Handshake<'_>,
+    ) -> Result<(Arc<Session>, Vec<FunctionMeta>), RpcError> {
+        let Loaded {
+            init,
+            function_ids,
+            load_errors,
+            functions,
+        } = init.load(hs).await?;
+        Ok((Session::ready(init, function_ids, load_errors), functions))
     }
 
     pub fn worker(&self) -> &str {
@@ -474,36 +457,5 @@ async fn read_loop(
         warn!(worker = %worker, invocations = lost, "worker stream closed with invocations in flight");
     } else {
         debug!(worker = %worker, "worker stream closed");
-    }
-}
-
-/// Prints a worker's log record. User records keep their text as the event message so
-/// they stay readable; labels (worker, function, invocation, logger) are fields.
-pub(super) fn print_log(worker: &str, function: Option<&str>, log: &RpcLog) {
-    let function = function.unwrap_or("-");
-    let invocation = if log.invocation_id.is_empty() {
-        "-"
-    } else {
-        log.invocation_id.as_str()
-    };
-    let mut text = log.message.clone();
-    if let Some(e) = &log.exception {
-        text.push('\n');
-        text.push_str(&e.message);
-        text.push('\n');
-        text.push_str(&e.stack_trace);
-    }
-    let system = log.log_category == RpcLogCategory::System as i32;
-    let level = Level::try_from(log.level).unwrap_or(Level::Information);
-    macro_rules! emit {
-        ($mac:ident) => {
-            $mac!(target: "function", worker, function, invocation_id = invocation, logger = %log.category, "{text}")
-        };
-    }
-    match level {
-        Level::Critical | Level::Error => emit!(error),
-        Level::Warning => emit!(warn),
-        Level::Information if !system => emit!(info),
-        _ => emit!(debug),
     }
 }
