@@ -275,18 +275,8 @@ async fn placeholder_off_loopback_without_a_token_refuses_to_start() -> anyhow::
         .arg("0.0.0.0")
         .env_remove("SLUICE_ADMIN_TOKEN");
     let mut sluice = Sluice::spawn_with(Options::placeholder(1), &extras)?;
-    let until = Instant::now() + STARTUP_DEADLINE;
-    let exit = loop {
-        if let Some(status) = sluice.try_exit_status()? {
-            break status;
-        }
-        ensure!(
-            Instant::now() < until,
-            "still running\n{}",
-            sluice.output_tail()
-        );
-        sleep(Duration::from_millis(20)).await;
-    };
+    // Waits for the output too: the refusal is read only once the pipes are drained.
+    let exit = sluice.wait_for_exit(STARTUP_DEADLINE).await?;
     ensure!(!exit.success(), "exit {exit}");
     ensure!(
         sluice.output_contains("needs a token (SLUICE_ADMIN_TOKEN or --admin-token-file)"),
