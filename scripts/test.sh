@@ -22,6 +22,11 @@ export RUST_LIB_BACKTRACE="${RUST_LIB_BACKTRACE:-0}"
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 cargo fmt --all -- --check
+# Python lint (ruff.toml) for the worker, the load kit, the scripts and the apps, with a pinned
+# ruff in a tools venv under the target directory (created once).
+tools="${CARGO_TARGET_DIR:-target}/tools-venv"
+[ -x "$tools/bin/ruff" ] || { python3 -m venv "$tools" && "$tools/bin/pip" install -q --disable-pip-version-check ruff==0.17.6; }
+"$tools/bin/ruff" check .
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets -- --nocapture
 # The worker's native transport crate (a Python extension): lints and unit tests, which

@@ -9,6 +9,7 @@ import sys
 
 from . import logs
 from .dispatcher import Dispatcher
+
 # Imported here, before worker.py puts the app's packages first: the transport must run
 # on the worker's own grpcio even when the app ships another one.
 from .transport import Transport

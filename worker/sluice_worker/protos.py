@@ -8,8 +8,7 @@ Functions protos (or any file named FunctionRpc.proto) cannot collide with them.
 import os
 import types
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, message_factory, timestamp_pb2
 
 _DESC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "FunctionRpc.desc")
 _FILE = "FunctionRpc.proto"

@@ -3,7 +3,6 @@ functions in a blueprint, a timer function beside them, host.json with an extens
 bundle and a local.settings.json (tests/project.rs rewrites its port)."""
 
 import azure.functions as func
-
 from http_blueprint import bp
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
