@@ -1,23 +1,23 @@
 //! One HTTP request through the layers below: route → auth → body → worker → response,
-//! all against the one app generation the request loaded first. Every failure becomes an [`InvokeError`], and [`InvokeError::status`] is the one
-//! place that decides its HTTP status (matched exhaustively, so a new failure cannot
-//! ship without one).
+//! all against the one app generation the request loaded first. Every failure becomes an
+//! [`InvokeError`] (`error.rs`), whose `status` is the one place that decides its HTTP
+//! status; the request body is read within its limits in `request_body.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use bytes::Bytes;
+use http::{Method, Request, Response, header};
+use http_body_util::Limited;
 use hyper::body::Incoming;
 use tracing::{debug, error, warn};
 
 use crate::access;
-use crate::admission::{Throttled, Ticket};
-use crate::body::{self, Body, IdleTimeout, Stalled};
-use crate::budget::{BodyBudget, OverBudget, Reservation};
+use crate::admission::Ticket;
+use crate::body::{self, Body, IdleTimeout};
+use crate::budget::BodyBudget;
 use crate::config::ServeConfig;
-use crate::convert::{self, ConvertError};
+use crate::convert;
 use crate::cors::CorsPolicy;
 use crate::functions::FunctionInfo;
 use crate::generation::{Current, Generation, Held};
@@ -28,11 +28,18 @@ use crate::pool::{Lease, PoolError};
 use crate::proto::status_result::Status as RpcStatus;
 use crate::proto::typed_data::Data;
 use crate::proto::{ParameterBinding, TypedData, parameter_binding::RpcData};
-use crate::proxy::{self, ProxyError, WorkerHttp};
+use crate::proxy::{self, WorkerHttp};
 use crate::repeats::{self, Repeats};
 use crate::rpc::Answer;
-use crate::rpc::session::{InvokeFailure, Recycle};
+use crate::rpc::session::Recycle;
 use crate::trace::TraceContext;
+
+mod error;
+mod request_body;
+
+use error::HTTP_REASON;
+pub use error::{FunctionFailure, InvokeError};
+use request_body::{BODY_IDLE_TIMEOUT, declared_length};
 
 /// Shown for `GET /`, like the platform host's home page (health probes rely on a 200).
 const HOME_PAGE: &str = "<!DOCTYPE html><html><head><title>Sluice</title></head>\
@@ -73,182 +80,6 @@ struct Call<'a> {
     function: &'a FunctionInfo,
     id: uuid::Uuid,
     trace: &'a TraceContext,
-}
-
-/// A request body that stalls this long between chunks is abandoned (slow client).
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A chunked body (size unknown) reserves budget in steps of at least this much.
-const BUDGET_STEP: u64 = 1 << 20;
-
-/// Sent with a 503 for a body over the budget: bodies in memory drain within seconds.
-const RETRY_AFTER_SECS: &str = "1";
-
-/// Why a request got no function response.
-#[derive(Debug, thiserror::Error)]
-pub enum InvokeError {
-    #[error("no route matches")]
-    NotFound,
-    #[error("missing or wrong function key")]
-    Unauthorized,
-    #[error("request body over the {limit}-byte limit")]
-    PayloadTooLarge { limit: u64 },
-    #[error("cannot read the request body: {0}")]
-    BadBody(String),
-    #[error("the request body stalled for {0:?}")]
-    BodyTimeout(Duration),
-    #[error(transparent)]
-    Throttled(#[from] Throttled),
-    #[error(transparent)]
-    OverBudget(#[from] OverBudget),
-    #[error(transparent)]
-    Proxy(#[from] ProxyError),
-    #[error("function {function} timed out after {timeout:?}")]
-    FunctionTimeout { function: String, timeout: Duration },
-    #[error(transparent)]
-    Pool(#[from] PoolError),
-    #[error(transparent)]
-    Worker(#[from] InvokeFailure),
-    #[error(transparent)]
-    FunctionFailed(Box<FunctionFailure>),
-    #[error("function response cannot be written: {0}")]
-    BadResponse(#[from] ConvertError),
-}
-
-/// A function that raised, told as the host logs it: the `Executed … (Failed, …)` line and
-/// the worker's exception (`Result: Failure` / `Exception: <Type>: <message>` / `Stack:`),
-/// the lines people grep the platform's logs for.
-#[derive(Debug)]
-pub struct FunctionFailure {
-    pub function: String,
-    pub invocation_id: uuid::Uuid,
-    pub duration: Duration,
-    /// `<Type>: <message>` from the Python worker.
-    pub message: String,
-    pub stack: String,
-}
-
-/// The host's reason for an HTTP-triggered invocation.
-const HTTP_REASON: &str = "This function was programmatically called via the host APIs.";
-
-impl std::fmt::Display for FunctionFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Executed 'Functions.{}' (Failed, Id={}, Duration={}ms)\nResult: Failure\nException: {}\nStack: {}",
-            self.function,
-            self.invocation_id,
-            self.duration.as_millis(),
-            self.message,
-            self.stack.trim_end()
-        )
-    }
-}
-
-impl std::error::Error for FunctionFailure {}
-
-impl InvokeError {
-    /// The single mapping from failure to HTTP status.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            InvokeError::NotFound => StatusCode::NOT_FOUND,
-            InvokeError::Unauthorized => StatusCode::UNAUTHORIZED,
-            InvokeError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            InvokeError::BadBody(_) => StatusCode::BAD_REQUEST,
-            InvokeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            InvokeError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-            InvokeError::OverBudget(_) => StatusCode::SERVICE_UNAVAILABLE,
-            InvokeError::Proxy(ProxyError::BodyTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            InvokeError::Proxy(ProxyError::ClientBody(_)) => StatusCode::BAD_REQUEST,
-            InvokeError::Proxy(ProxyError::BodyStalled(_)) => StatusCode::REQUEST_TIMEOUT,
-            // The worker's server cannot be reached: as good as a lost worker.
-            InvokeError::Proxy(ProxyError::Connect { .. }) => StatusCode::BAD_GATEWAY,
-            // The platform fails the invocation ("Failed to proxy request"): a 500.
-            InvokeError::Proxy(ProxyError::Forward(_) | ProxyError::BadUri(_)) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            // The platform's FunctionTimeoutException surfaces as a 500.
-            InvokeError::FunctionTimeout { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            InvokeError::Pool(_) => StatusCode::SERVICE_UNAVAILABLE,
-            InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => StatusCode::BAD_GATEWAY,
-            InvokeError::Worker(
-                InvokeFailure::UnknownFunction(_) | InvokeFailure::LoadFailed { .. },
-            ) => StatusCode::INTERNAL_SERVER_ERROR,
-            InvokeError::FunctionFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            InvokeError::BadResponse(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// A stable name for the kind of failure, for folding repeated warnings.
-    fn kind(&self) -> &'static str {
-        match self {
-            InvokeError::NotFound => "not_found",
-            InvokeError::Unauthorized => "unauthorized",
-            InvokeError::PayloadTooLarge { .. } => "payload_too_large",
-            InvokeError::BadBody(_) => "bad_body",
-            InvokeError::BodyTimeout(_) => "body_timeout",
-            InvokeError::Throttled(_) => "throttled",
-            InvokeError::OverBudget(_) => "over_budget",
-            InvokeError::Proxy(ProxyError::BodyTooLarge { .. }) => "payload_too_large",
-            InvokeError::Proxy(ProxyError::ClientBody(_)) => "bad_body",
-            InvokeError::Proxy(ProxyError::BodyStalled(_)) => "body_timeout",
-            InvokeError::Proxy(ProxyError::Connect { .. }) => "worker_http_unreachable",
-            InvokeError::Proxy(ProxyError::Forward(_) | ProxyError::BadUri(_)) => "forward_failed",
-            InvokeError::FunctionTimeout { .. } => "function_timeout",
-            InvokeError::Pool(PoolError::NoWorker) => "no_worker",
-            InvokeError::Pool(PoolError::NoWorkerWithin(_)) => "no_worker_in_time",
-            InvokeError::Pool(PoolError::StartupFailed) => "startup_failed",
-            InvokeError::Pool(PoolError::StartupTimeout(_)) => "startup_timeout",
-            InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => "worker_gone",
-            InvokeError::Worker(InvokeFailure::UnknownFunction(_)) => "unknown_function",
-            InvokeError::Worker(InvokeFailure::LoadFailed { .. }) => "load_failed",
-            InvokeError::FunctionFailed(_) => "function_failed",
-            InvokeError::BadResponse(_) => "bad_response",
-        }
-    }
-
-    /// The platform answers 401/404/500 with empty bodies; Sluice's own failures
-    /// (overload, lost worker) carry a short reason.
-    fn body(&self) -> Bytes {
-        match self {
-            InvokeError::Pool(_)
-            | InvokeError::OverBudget(_)
-            | InvokeError::Proxy(ProxyError::Connect { .. })
-            | InvokeError::Worker(InvokeFailure::WorkerGone { .. }) => {
-                Bytes::from(self.to_string())
-            }
-            _ => Bytes::new(),
-        }
-    }
-
-    fn into_response(self) -> Response<Body> {
-        let mut response = Response::new(body::full(self.body()));
-        *response.status_mut() = self.status();
-        match self {
-            // The host's throttle tells the scale controller more instances are needed.
-            InvokeError::Throttled(_) => {
-                response
-                    .headers_mut()
-                    .insert("x-function-scaleout", header::HeaderValue::from_static("1"));
-            }
-            InvokeError::OverBudget(_) => {
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    header::HeaderValue::from_static(RETRY_AFTER_SECS),
-                );
-            }
-            // The rest of a stalled body is unread: this connection cannot be reused.
-            InvokeError::BodyTimeout(_)
-            | InvokeError::Proxy(ProxyError::BodyTooLarge { .. } | ProxyError::BodyStalled(_)) => {
-                response.headers_mut().insert(
-                    header::CONNECTION,
-                    header::HeaderValue::from_static("close"),
-                );
-            }
-            _ => {}
-        }
-        response
-    }
 }
 
 impl Dispatcher {
@@ -649,79 +480,4 @@ impl Dispatcher {
         );
         Ok(answer)
     }
-
-    fn too_large(&self) -> InvokeError {
-        InvokeError::PayloadTooLarge {
-            limit: self.body_limit,
-        }
-    }
-
-    /// The whole body in one buffer, with its place in the body budget. Refuses at once
-    /// when `Content-Length` announces more than the limit and stops as soon as a
-    /// chunked body crosses it. A body that arrives as one chunk is passed on as is;
-    /// otherwise it is gathered into one buffer sized from `Content-Length` (its one copy:
-    /// it goes to the worker from there, see `rpc/stream.rs`).
-    async fn read_body(
-        &self,
-        parts: &http::request::Parts,
-        body: Incoming,
-    ) -> Result<(Bytes, Reservation), InvokeError> {
-        let declared = declared_length(parts);
-        let mut reservation = self.body_budget.reserve(declared.unwrap_or(0))?;
-        let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
-        let mut body = IdleTimeout::new(Limited::new(body, limit), BODY_IDLE_TIMEOUT);
-        let mut first: Option<Bytes> = None;
-        let mut gathered: Option<BytesMut> = None;
-        let mut received: u64 = 0;
-        loop {
-            let data = match body.frame().await {
-                None => break,
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_) => continue,
-                },
-                Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Err(self.too_large());
-                }
-                Some(Err(e)) if e.is::<Stalled>() => {
-                    return Err(InvokeError::BodyTimeout(BODY_IDLE_TIMEOUT));
-                }
-                Some(Err(e)) => return Err(InvokeError::BadBody(e.to_string())),
-            };
-            received += data.len() as u64;
-            if received > reservation.bytes() {
-                // Only a chunked body (or one longer than announced) gets here.
-                let step = received.max(reservation.bytes() + BUDGET_STEP);
-                self.body_budget
-                    .grow(&mut reservation, step.min(self.body_limit))?;
-            }
-            match (&mut first, &mut gathered) {
-                (None, None) => first = Some(data),
-                (Some(head), None) => {
-                    let capacity = declared.unwrap_or(received) as usize;
-                    let mut buffer = BytesMut::with_capacity(capacity.max(head.len() + data.len()));
-                    buffer.extend_from_slice(head);
-                    buffer.extend_from_slice(&data);
-                    first = None;
-                    gathered = Some(buffer);
-                }
-                (_, Some(buffer)) => buffer.extend_from_slice(&data),
-            }
-        }
-        let bytes = match (first, gathered) {
-            (Some(one), _) => one,
-            (None, Some(buffer)) => buffer.freeze(),
-            (None, None) => Bytes::new(),
-        };
-        Ok((bytes, reservation))
-    }
-}
-
-/// The body length the client announced, if any.
-fn declared_length(parts: &http::request::Parts) -> Option<u64> {
-    parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
 }
