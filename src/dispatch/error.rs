@@ -63,9 +63,6 @@ pub struct FunctionFailure {
     pub stack: String,
 }
 
-/// The host's reason for an HTTP-triggered invocation.
-pub(super) const HTTP_REASON: &str = "This function was programmatically called via the host APIs.";
-
 impl std::fmt::Display for FunctionFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

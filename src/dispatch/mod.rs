@@ -37,9 +37,11 @@ use crate::trace::TraceContext;
 mod error;
 mod request_body;
 
-use error::HTTP_REASON;
 pub use error::{FunctionFailure, InvokeError};
 use request_body::{BODY_IDLE_TIMEOUT, declared_length};
+
+/// The host's reason for an HTTP-triggered invocation.
+const HTTP_REASON: &str = "This function was programmatically called via the host APIs.";
 
 /// Shown for `GET /`, like the platform host's home page (health probes rely on a 200).
 const HOME_PAGE: &str = "<!DOCTYPE html><html><head><title>Sluice</title></head>\

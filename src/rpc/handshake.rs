@@ -216,7 +216,7 @@ impl Initialised {
     }
 }
 
-/// A worker whose functions are loaded, for `Session::ready`.
+/// A worker whose functions are loaded: what `Session::load` makes a session of.
 pub(super) struct Loaded {
     pub(super) init: Initialised,
     /// Function name → this worker's function id.
@@ -240,6 +240,7 @@ pub(super) use reply;
 
 /// A reply kind: its name, and its value taken from a message of that kind.
 pub(super) type Reply<T> = (&'static str, fn(Content) -> Option<T>);
+
 /// The start-up steps: send one request, wait for its reply, printing any logs between.
 pub(super) struct Steps<'a> {
     worker: &'a str,

@@ -130,13 +130,7 @@ impl Session {
         init: Initialised,
         hs: &Handshake<'_>,
     ) -> Result<(Arc<Session>, Vec<FunctionMeta>), RpcError> {
-        let Loaded {
-            init,
-            function_ids,
-            load_errors,
-            functions,
-        } = init.load(hs).await?;
-        Ok((Session::ready(init, function_ids, load_errors), functions))
+        Ok(Session::ready(init.load(hs).await?))
     }
 
     pub fn worker(&self) -> &str {
@@ -331,13 +325,15 @@ impl Session {
 }
 
 impl Session {
-    /// The ready session for a worker whose functions are loaded; its stream is read in
-    /// the background from now on.
-    pub(super) fn ready(
-        init: Initialised,
-        function_ids: HashMap<String, String>,
-        load_errors: HashMap<String, String>,
-    ) -> Arc<Session> {
+    /// The ready session for a worker whose functions are loaded, and those functions; its
+    /// stream is read in the background from now on.
+    fn ready(loaded: Loaded) -> (Arc<Session>, Vec<FunctionMeta>) {
+        let Loaded {
+            init,
+            function_ids,
+            load_errors,
+            functions,
+        } = loaded;
         let Initialised {
             worker,
             inbound,
@@ -358,7 +354,7 @@ impl Session {
             closed.clone(),
             traffic.clone(),
         ));
-        Arc::new(Session {
+        let session = Arc::new(Session {
             worker,
             runtime,
             outbound,
@@ -373,7 +369,8 @@ impl Session {
             traffic,
             recycle: Mutex::new(None),
             recycle_requested: Notify::new(),
-        })
+        });
+        (session, functions)
     }
 }
 
