@@ -63,6 +63,7 @@ pub async fn run(config: ServeConfig) -> Result<Report, ServeError> {
         Arc::new(Pool::default()),
         // Nothing exports them here; the workers just need somewhere to record.
         Arc::new(crate::metrics::Metrics::new()),
+        Arc::new(crate::ready_file::ReadyFile::new(None)),
     ));
     let running = match workers.start().await {
         Ok(running) => running,

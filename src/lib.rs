@@ -38,6 +38,7 @@
 //! - [`metrics`]: every Prometheus family, registered in one place; components only write to it.
 //! - [`logging`]: the log output (text or JSON lines; colours only on a terminal).
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz` (never the public port).
+//! - [`ready_file`]: `--ready-file`: the bound addresses and the workers in service, as JSON.
 
 mod access;
 pub mod admin;
@@ -64,6 +65,7 @@ pub mod pool;
 pub mod proto;
 pub mod proxy;
 pub mod python;
+pub mod ready_file;
 pub mod reload;
 pub(crate) mod repeats;
 pub mod router;

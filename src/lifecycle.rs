@@ -14,6 +14,7 @@ use crate::config::ServeConfig;
 use crate::functions::{Catalog, CatalogError};
 use crate::metrics::{Metrics, RestartReason, RuntimeLabels};
 use crate::pool::Pool;
+use crate::ready_file::ReadyFile;
 use crate::rpc::session::Recycle;
 use crate::rpc::{Handshake, Initialised, RpcError, RpcServer, Session};
 use crate::supervisor::{SupervisorError, WorkerLaunch, WorkerProcess};
@@ -83,6 +84,8 @@ pub struct Workers {
     pub function_timeout: Option<Duration>,
     /// Worker counts, restarts, runtime info and EventStream bytes are recorded here.
     pub metrics: Arc<Metrics>,
+    /// Workers joining and leaving the pool are reported here too.
+    pub ready_file: Arc<ReadyFile>,
     /// `true` once a newer generation replaced these workers: every slot retires its
     /// worker and stops (see [`Workers::stop`]).
     pub(crate) stopping: watch::Sender<bool>,
@@ -181,12 +184,21 @@ impl Workers {
             version: runtime.version.clone(),
             source: runtime.source.clone(),
         });
-        info!(worker = %id, pid = process.child.id().unwrap_or(0), functions = functions.len(), "worker ready");
+        let pid = process.child.id().unwrap_or(0);
+        self.ready_file.worker_ready(&id, pid);
+        info!(worker = %id, pid, functions = functions.len(), "worker ready");
         Ok(Running {
             process,
             session,
             ready_at: Instant::now(),
         })
+    }
+
+    /// Takes a worker that [`Workers::finish`] put in the pool out again.
+    pub fn leave_pool(&self, worker: &str) {
+        self.pool.remove(worker);
+        self.metrics.worker_removed();
+        self.ready_file.worker_gone(worker);
     }
 
     /// Retires every slot of these workers (a newer generation serves instead): each
@@ -213,8 +225,7 @@ impl Workers {
                     ended = watch(process, session) => ended,
                     _ = stopped(&mut stopping) => Ended::Stopped,
                 };
-                self.pool.remove(&process.id);
-                self.metrics.worker_removed();
+                self.leave_pool(&process.id);
                 match ended {
                     Ended::Stopped => {
                         self.retire(process, session, self.drain_cap()).await;
@@ -317,6 +328,7 @@ impl Workers {
         rpc: RpcServer,
         pool: Arc<Pool>,
         metrics: Arc<Metrics>,
+        ready_file: Arc<ReadyFile>,
     ) -> Workers {
         Workers {
             launch,
@@ -327,6 +339,7 @@ impl Workers {
             startup_timeout: config.startup_timeout,
             function_timeout: config.host.function_timeout,
             metrics,
+            ready_file,
             stopping: watch::Sender::new(false),
         }
     }

@@ -131,6 +131,7 @@ impl Placeholder {
             while let Some(joined) = starts.join_next().await {
                 match joined {
                     Ok(Ok((process, initialised))) => {
+                        base.ready_file.placeholder_ready();
                         info!(worker = %process.id, "placeholder worker ready");
                         idle.push((process, initialised));
                     }
@@ -229,6 +230,7 @@ impl Placeholder {
             startup_timeout: self.config.startup_timeout,
             function_timeout: host.function_timeout,
             metrics: self.metrics.clone(),
+            ready_file: self.base.ready_file.clone(),
             stopping: tokio::sync::watch::Sender::new(false),
         });
 
@@ -245,7 +247,7 @@ impl Placeholder {
                     break;
                 }
                 Ok(running) => {
-                    self.pool.remove(&running.process.id);
+                    workers.leave_pool(&running.process.id);
                     failure = Some(AssignError::App("no function was indexed".into()));
                     break;
                 }

@@ -20,6 +20,7 @@ use crate::launch::{PrepareError, Prepared, prepare};
 use crate::lifecycle::{Running, StartError, Workers};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::ready_file::ReadyFile;
 use crate::rpc::RpcServer;
 use crate::watch::Watcher;
 
@@ -41,6 +42,7 @@ pub(crate) struct Reloader {
     pub swap: Swap,
     pub rpc: RpcServer,
     pub metrics: Arc<Metrics>,
+    pub ready_file: Arc<ReadyFile>,
     pub watcher: Watcher,
 }
 
@@ -57,8 +59,7 @@ impl Candidate {
         let Candidate {
             workers, mut first, ..
         } = self;
-        workers.pool.remove(&first.process.id);
-        workers.metrics.worker_removed();
+        workers.leave_pool(&first.process.id);
         let _ = first.process.child.start_kill();
         let _ = first.process.exited().await;
     }
@@ -134,6 +135,7 @@ impl Reloader {
             self.rpc.clone(),
             Arc::new(Pool::default()),
             self.metrics.clone(),
+            self.ready_file.clone(),
         ));
         let first = workers.start().await?;
         Ok(Candidate {

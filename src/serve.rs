@@ -20,6 +20,7 @@ use crate::launch::{PrepareError, Prepared, prepare};
 use crate::lifecycle::{StartError, Workers};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::ready_file::ReadyFile;
 use crate::rpc::{RpcError, RpcServer};
 use crate::watch::WatchError;
 
@@ -77,6 +78,8 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         .local_addr()
         .map_err(bind_error(config.admin))?;
     info!(addr = %admin_addr, "admin listening");
+    let ready_file = Arc::new(ReadyFile::new(config.ready_file.clone()));
+    ready_file.listening(addr, admin_addr);
 
     let pool = Arc::new(Pool::default());
     let (drain, drain_rx) = watch::channel(false);
@@ -86,6 +89,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         rpc.clone(),
         pool.clone(),
         metrics.clone(),
+        ready_file.clone(),
     ));
     let (generation, released) = Generation::new(
         &config.host,
@@ -151,7 +155,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         )));
         placeholder.start_workers();
         shutdown_signal().await;
-        let drained = drain_and_exit(&config, drain, http).await;
+        let drained = drain_and_exit(&config, &ready_file, drain, http).await;
         // The empty placeholder directory made for this process (left if not empty).
         let _ = std::fs::remove_dir(&config.app_dir);
         return drained;
@@ -247,6 +251,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
                     swap,
                     rpc,
                     metrics,
+                    ready_file: ready_file.clone(),
                     watcher,
                 };
                 reloader.run(serving).await;
@@ -260,11 +265,11 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
             // Requests waiting for a worker were just told none is coming (503): let
             // their answers out before exiting for the process manager to restart Sluice.
             error!("every worker slot has stopped; answering the requests in flight, then exiting");
-            let _ = drain_and_exit(&config, drain, http).await;
+            let _ = drain_and_exit(&config, &ready_file, drain, http).await;
             return Err(ServeError::AllSlotsFailed);
         }
     }
-    let drained = drain_and_exit(&config, drain, http).await;
+    let drained = drain_and_exit(&config, &ready_file, drain, http).await;
     drop(keep_serving);
     drained
 }
@@ -272,11 +277,13 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
 /// Stops accepting, lets requests in flight finish within the grace period.
 async fn drain_and_exit(
     config: &ServeConfig,
+    ready_file: &ReadyFile,
     drain: watch::Sender<bool>,
     mut http: AbortOnDrop,
 ) -> Result<(), ServeError> {
     info!(grace = ?config.drain_grace, "draining");
     let _ = drain.send(true);
+    ready_file.draining();
     tokio::select! {
         _ = &mut http.0 => info!("drained"),
         _ = tokio::time::sleep(config.drain_grace) => warn!("drain grace period over; exiting with requests in flight"),

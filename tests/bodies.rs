@@ -154,13 +154,10 @@ async fn a_client_leaving_in_the_middle_of_a_large_download_holds_nothing_up() -
 #[tokio::test]
 async fn workers_are_told_the_same_grpc_message_bound_the_host_applies() -> anyhow::Result<()> {
     let sluice = start(Extras::default()).await?;
-    let ready = sluice.output_lines_containing("worker ready");
-    let pid: u32 = ready
+    let pid = *sluice
+        .worker_pids()?
         .first()
-        .and_then(|l| l.split("pid=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .context("worker ready line with pid")?
-        .parse()?;
+        .context("a worker in the ready file")?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
     let args: Vec<String> = cmdline
         .split(|b| *b == 0)

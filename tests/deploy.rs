@@ -912,14 +912,16 @@ fn run(command: &mut Command) -> anyhow::Result<(ExitStatus, String)> {
     Ok((output.status, text))
 }
 
-/// Finds `addr=IP:PORT` in a log line.
-fn parse_addr(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("addr=")? + "addr=".len()..];
-    let rest = rest.trim_start_matches('"');
-    let end = rest
-        .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+/// The public and admin addresses from Sluice's `--ready-file`, once it names both.
+fn ready_addrs(path: &Path) -> anyhow::Result<Option<(SocketAddr, SocketAddr)>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context("reading the ready file"),
+    };
+    let state: serde_json::Value = serde_json::from_slice(&bytes).context("the ready file")?;
+    let addr = |key: &str| state[key].as_str().and_then(|a| a.parse().ok());
+    Ok(addr("listen").zip(addr("admin")))
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
@@ -1049,10 +1051,14 @@ fn image_steps_prebuild_the_worker_env_and_serve_without_network() -> anyhow::Re
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    let ready_dir = TempDir::new("ready")?;
+    let ready_file = ready_dir.map("ready.json");
     let mut child = ChildGuard(
         Command::new(&entrypoint[2])
             .args(&entrypoint[3..])
             .args(["--bind", "127.0.0.1", "--workers", "1"])
+            .arg("--ready-file")
+            .arg(&ready_file)
             .envs(image_env(&env, &map_word))
             .env_remove("SLUICE_PYTHON")
             .env_remove("PIP_NO_CACHE_DIR")
@@ -1078,24 +1084,26 @@ fn image_steps_prebuild_the_worker_env_and_serve_without_network() -> anyhow::Re
             }
         }
     });
+    // The addresses come from the ready file, never from log lines.
     let mut log = Vec::new();
-    let (mut public, mut admin) = (None, None);
     let started = Instant::now();
-    while public.is_none() || admin.is_none() {
-        let left = STARTUP_DEADLINE
-            .checked_sub(started.elapsed())
-            .with_context(|| format!("no listening lines:\n{}", log.join("\n")))?;
-        let line = lines
-            .recv_timeout(left)
-            .map_err(|_| anyhow::anyhow!("sluice exited or stalled:\n{}", log.join("\n")))?;
-        if line.contains("admin listening") {
-            admin = parse_addr(&line);
-        } else if line.contains(" listening") {
-            public = parse_addr(&line);
+    let (public, admin) = loop {
+        log.extend(lines.try_iter());
+        if let Some(addrs) = ready_addrs(&ready_file)? {
+            break addrs;
         }
-        log.push(line);
-    }
-    let (public, admin) = (public.context("public addr")?, admin.context("admin addr")?);
+        ensure!(
+            child.0.try_wait()?.is_none(),
+            "sluice exited:\n{}",
+            log.join("\n")
+        );
+        ensure!(
+            started.elapsed() < STARTUP_DEADLINE,
+            "no addresses in the ready file:\n{}",
+            log.join("\n")
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    };
 
     // Poll /readyz directly; once it answers 200 (a worker is ready, and nothing makes it
     // unready again before shutdown) the health check must pass too. Asking the health check

@@ -447,13 +447,20 @@ async fn readyz_fails_until_a_worker_is_ready() -> anyhow::Result<()> {
         .await?;
     let admin = sluice.admin_url("/readyz").await?;
     // The app sleeps 3 s at import: the first answer comes before any worker is ready.
+    let started = |sluice: &Sluice| {
+        sluice
+            .ready_state()
+            .ok()
+            .flatten()
+            .map(|s| s.workers_started)
+    };
     ensure!(
-        !sluice.output_contains("worker ready"),
+        started(&sluice) == Some(0),
         "the worker was ready too early for this test"
     );
     ensure!(get_status(&admin).await? == StatusCode::SERVICE_UNAVAILABLE);
     sluice
-        .wait_for_output("worker ready", common::STARTUP_DEADLINE)
+        .wait_workers_started(1, common::STARTUP_DEADLINE)
         .await?;
     ensure!(get_status(&admin).await? == StatusCode::OK);
     Ok(())

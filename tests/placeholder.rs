@@ -6,13 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use common::{LOG_DEADLINE, Options, STARTUP_DEADLINE, Sluice, client};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::time::{Instant, sleep};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,17 +22,11 @@ fn fixture(name: &str) -> PathBuf {
 async fn start_placeholder(workers: usize) -> anyhow::Result<Sluice> {
     let mut sluice = Sluice::spawn(Options::placeholder(workers))?;
     sluice.wait_until_listening(STARTUP_DEADLINE).await?;
-    let until = Instant::now() + STARTUP_DEADLINE;
-    while sluice
-        .output_lines_containing("placeholder worker ready")
-        .len()
-        < workers
-    {
-        if Instant::now() >= until {
-            bail!("placeholder workers not ready\n{}", sluice.output_tail());
-        }
-        sleep(Duration::from_millis(20)).await;
-    }
+    sluice
+        .wait_for_state("placeholder workers", STARTUP_DEADLINE, |s| {
+            s.placeholders_started >= workers
+        })
+        .await?;
     Ok(sluice)
 }
 

@@ -33,7 +33,6 @@ const POLL: Duration = Duration::from_millis(20);
 /// What `slow` logs when it begins: `slow-start id=<request id> pid=<worker pid>`.
 const SLOW_START: &str = "slow-start id=";
 
-const READY: &str = "worker ready";
 const EXITED: &str = "worker exited";
 
 fn app(name: &str) -> PathBuf {
@@ -426,7 +425,7 @@ async fn kill_worker_mid_request_only_fails_its_in_flight_requests() -> anyhow::
     let killed_at = Instant::now();
     kill_worker(&sluice, victim)?;
     let exit_seen = wait_for_count(&sluice, EXITED, 1, LOG_DEADLINE).await?;
-    let recovered_at = wait_for_count(&sluice, READY, 3, LOG_DEADLINE).await?;
+    let recovered_at = sluice.wait_workers_started(3, LOG_DEADLINE).await?;
     // Keep the load on the restarted pool until a few more slow calls have completed.
     load.until_completed_since(recovered_at, 10).await?;
     let outcomes = load.finish().await;
@@ -527,7 +526,7 @@ async fn requests_wait_for_a_coming_worker_when_the_only_ready_one_dies() -> any
     let (extras, _marker) = faults_with_later_imports("slow:6")?;
     let mut sluice = Sluice::spawn_with(Options::new(app("faults")).workers(2), &extras)?;
     sluice.wait_until_listening(STARTUP_DEADLINE).await?;
-    wait_for_count(&sluice, READY, 1, STARTUP_DEADLINE).await?;
+    sluice.wait_workers_started(1, STARTUP_DEADLINE).await?;
     let calls = [Call::Slow(0.05); 32];
     let load = Load::start(&sluice, &calls, Duration::from_secs(60));
     wait_until("20 requests served", Duration::from_secs(10), || {
@@ -540,14 +539,16 @@ async fn requests_wait_for_a_coming_worker_when_the_only_ready_one_dies() -> any
         .find_map(Outcome::pid)
         .context("no pid reported")?;
     ensure!(
-        count(&sluice, READY) == 1,
+        sluice.ready_state()?.map(|s| s.workers_started) == Some(1),
         "the second worker was ready before the kill: the test needs it still starting\n{}",
         sluice.output_tail()
     );
     let killed_at = Instant::now();
     kill_worker(&sluice, victim)?;
     let exit_seen = wait_for_count(&sluice, EXITED, 1, LOG_DEADLINE).await?;
-    let recovered_at = wait_for_count(&sluice, READY, 2, Duration::from_secs(30)).await?;
+    let recovered_at = sluice
+        .wait_workers_started(2, Duration::from_secs(30))
+        .await?;
     load.until_completed_since(recovered_at, 100).await?;
     let outcomes = load.finish().await;
     let started = slow_starts(&sluice);
@@ -595,7 +596,7 @@ async fn waiting_requests_get_503_with_a_reason_once_every_slot_gave_up() -> any
     let (extras, _marker) = faults_with_later_imports("fail")?;
     let mut sluice = Sluice::spawn_with(Options::new(app("faults")), &extras)?;
     sluice.wait_until_listening(STARTUP_DEADLINE).await?;
-    wait_for_count(&sluice, READY, 1, STARTUP_DEADLINE).await?;
+    sluice.wait_workers_started(1, STARTUP_DEADLINE).await?;
     let http = client();
     let victim = match fetch(&http, &sluice.url("/api/pid")).await {
         Reply::Status(StatusCode::OK, body) => body.trim().parse::<u32>()?,
@@ -915,7 +916,7 @@ async fn function_timeout_answers_500_and_recycles_the_worker() -> anyhow::Resul
     );
 
     wait_for_count(&sluice, "worker recycled", 1, LOG_DEADLINE).await?;
-    wait_for_count(&sluice, READY, 3, LOG_DEADLINE).await?;
+    sluice.wait_workers_started(3, LOG_DEADLINE).await?;
     all_succeed(&sluice, "/api/pid", 4).await?;
     Ok(())
 }
@@ -1085,7 +1086,8 @@ async fn soak_under_faults() -> anyhow::Result<()> {
         }
         if Instant::now() >= next_kill && began.elapsed() + Duration::from_secs(2) < duration {
             // Both slots up again before the next kill, so traffic always has a worker.
-            wait_for_count(&sluice, READY, WORKERS + kills.len(), LOG_DEADLINE)
+            sluice
+                .wait_workers_started(WORKERS + kills.len(), LOG_DEADLINE)
                 .await
                 .with_context(|| slot_stopped_hint(&sluice, kills.len()))?;
             // The longest-serving live worker that answered within the last second: this
@@ -1119,7 +1121,8 @@ async fn soak_under_faults() -> anyhow::Result<()> {
     let elapsed = began.elapsed();
 
     // After the storm: every slot back, every request answered.
-    wait_for_count(&sluice, READY, WORKERS + kills.len(), LOG_DEADLINE)
+    sluice
+        .wait_workers_started(WORKERS + kills.len(), LOG_DEADLINE)
         .await
         .with_context(|| slot_stopped_hint(&sluice, kills.len()))?;
     all_succeed(&sluice, "/api/pid", 8).await?;

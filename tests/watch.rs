@@ -233,16 +233,12 @@ fn assert_clean_switch(outcomes: &[Outcome], old: &str, new: &str) -> anyhow::Re
     Ok(())
 }
 
-/// The pids named by `worker ready … pid=N` lines so far.
+/// The pids of the workers ready now (the ready file's).
 fn ready_pids(sluice: &Sluice) -> HashSet<u32> {
     sluice
-        .output_lines_containing("worker ready")
-        .iter()
-        .filter_map(|line| {
-            let rest = &line[line.find("pid=")? + "pid=".len()..];
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
-        })
+        .worker_pids()
+        .expect("the ready file is written once Sluice has started")
+        .into_iter()
         .collect()
 }
 

@@ -105,6 +105,7 @@ impl From<CheckArgs> for ServeArgs {
             log_format: None,
             access_log: false,
             otlp_endpoint: None,
+            ready_file: None,
         }
     }
 }
@@ -193,6 +194,10 @@ pub struct ServeArgs {
     /// http://127.0.0.1:4317 [default: off; env OTEL_EXPORTER_OTLP_ENDPOINT].
     #[arg(long)]
     pub otlp_endpoint: Option<String>,
+    /// Keep this file up to date with the bound addresses and the workers in service (JSON,
+    /// replaced atomically): what a supervising process or a test waits on.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// How the HTTP front end does socket I/O (`--io`).
@@ -275,6 +280,8 @@ pub struct ServeConfig {
     pub access_log: bool,
     /// OTLP/gRPC collector for Sluice's request spans (`http://host:port`); `None` = off.
     pub otlp_endpoint: Option<String>,
+    /// `--ready-file`.
+    pub ready_file: Option<PathBuf>,
     /// The app's settings from local.settings.json.
     pub app_settings: AppSettings,
     /// CORS answered by Sluice; `None` = no CORS (responses unchanged).
@@ -640,6 +647,7 @@ impl ServeConfig {
         };
         Ok(ServeConfig {
             otlp_endpoint,
+            ready_file: args.ready_file,
             log_format,
             access_log: args.access_log || file.access_log == Some(true),
             io: args.io.or(file.io).unwrap_or_default(),

@@ -26,6 +26,7 @@ fn args(dir: &Path) -> ServeArgs {
         log_format: None,
         access_log: false,
         otlp_endpoint: None,
+        ready_file: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Test harness: starts the real `sluice` binary on 127.0.0.1 port 0, collects its output line by
-//! line, learns the bound address from the `listening` log line and waits for the workers to be
-//! ready. The child is owned by the harness (`kill_on_drop`), so a failing test leaves nothing behind.
+//! line, and reads the bound addresses and the workers in service from its `--ready-file` (never
+//! from log lines). The child is owned by the harness (`kill_on_drop`), so a failing test leaves
+//! nothing behind.
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
@@ -41,7 +42,7 @@ pub fn hello_app() -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub app_dir: PathBuf,
-    /// Always passed explicitly so the number of `worker ready` lines to wait for is known
+    /// Always passed explicitly so the number of workers to wait for is known
     /// (and `FUNCTIONS_WORKER_PROCESS_COUNT` in the caller's environment cannot change it).
     pub workers: usize,
     pub secrets_file: Option<PathBuf>,
@@ -95,6 +96,28 @@ pub struct Sluice {
     escapes: Escapes,
     readers: Vec<JoinHandle<()>>,
     addr: Option<SocketAddr>,
+    /// Holds the `--ready-file` Sluice keeps up to date.
+    ready_dir: TempDir,
+}
+
+/// What the `--ready-file` says (see `src/ready_file.rs`).
+#[derive(Debug, serde::Deserialize)]
+pub struct ReadyState {
+    pub pid: u32,
+    pub listen: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub draining: bool,
+    /// Workers that became ready since start, restarts included.
+    pub workers_started: usize,
+    pub placeholders_started: usize,
+    /// The workers ready now.
+    pub workers: Vec<ReadyWorker>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ReadyWorker {
+    pub id: String,
+    pub pid: u32,
 }
 
 impl Sluice {
@@ -182,16 +205,72 @@ impl Sluice {
         Ok(status)
     }
 
+    /// The ready file's current content; None before Sluice has written it.
+    pub fn ready_state(&self) -> anyhow::Result<Option<ReadyState>> {
+        let path = self.ready_dir.path().join("ready.json");
+        match std::fs::read(&path) {
+            // Replaced by a rename, so never read half-written.
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).context("the ready file")?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).context("reading the ready file"),
+        }
+    }
+
+    /// Polls the ready file until `done` holds for it; fails after `deadline`, or at once if
+    /// Sluice exits.
+    pub async fn wait_for_state(
+        &self,
+        what: &str,
+        deadline: Duration,
+        done: impl Fn(&ReadyState) -> bool,
+    ) -> anyhow::Result<ReadyState> {
+        let until = Instant::now() + deadline;
+        loop {
+            let state = self.ready_state()?;
+            if let Some(state) = state.filter(|s| done(s)) {
+                return Ok(state);
+            }
+            let gone = self.child.id().is_none_or(|pid| !process_running(pid));
+            if gone || Instant::now() >= until {
+                bail!(
+                    "waited {deadline:?} for {what}; ready file: {:?}\n{}",
+                    self.ready_state().ok().flatten(),
+                    self.output_tail()
+                );
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits until `n` workers have become ready since start (restarts count); returns when.
+    pub async fn wait_workers_started(
+        &self,
+        n: usize,
+        deadline: Duration,
+    ) -> anyhow::Result<Instant> {
+        self.wait_for_state(&format!("{n} workers started"), deadline, |s| {
+            s.workers_started >= n
+        })
+        .await?;
+        Ok(Instant::now())
+    }
+
+    /// The pids of the workers ready now.
+    pub fn worker_pids(&self) -> anyhow::Result<Vec<u32>> {
+        let state = self.ready_state()?.context("no ready file yet")?;
+        Ok(state.workers.iter().map(|w| w.pid).collect())
+    }
+
     async fn wait_until_ready(&mut self, workers: usize, deadline: Duration) -> anyhow::Result<()> {
         let until = Instant::now() + deadline;
         loop {
+            let state = self.ready_state()?;
             if self.addr.is_none() {
-                self.addr = self
-                    .output_lines_containing("listening")
-                    .iter()
-                    .find_map(|l| parse_addr(l));
+                self.addr = state.as_ref().and_then(|s| s.listen);
             }
-            let ready = self.output_lines_containing("worker ready").len();
+            let ready = state.as_ref().map_or(0, |s| s.workers_started);
             if self.addr.is_some() && ready >= workers {
                 return Ok(());
             }
@@ -266,21 +345,6 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
-}
-
-/// Finds `addr=IP:PORT` (optionally quoted) in a text log line, or `"addr":"IP:PORT"` in
-/// a JSON one.
-fn parse_addr(line: &str) -> Option<SocketAddr> {
-    let (at, key) = match line.find("addr=") {
-        Some(at) => (at, "addr="),
-        None => (line.find("\"addr\":")?, "\"addr\":"),
-    };
-    let rest = &line[at + key.len()..];
-    let rest = rest.trim_start_matches('"');
-    let end = rest
-        .find(|c: char| c.is_whitespace() || c == '"' || c == ',')
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 /// The I/O backend the suite runs against: `SLUICE_TEST_IO` (`epoll`, `uring`, `auto`),
@@ -386,24 +450,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parse_addr_reads_plain_and_quoted_forms() {
-        let want: SocketAddr = "127.0.0.1:40123".parse().unwrap();
-        assert_eq!(
-            parse_addr("INFO sluice::serve: listening addr=127.0.0.1:40123 workers=1"),
-            Some(want)
-        );
-        assert_eq!(
-            parse_addr("INFO listening addr=\"127.0.0.1:40123\""),
-            Some(want)
-        );
-        assert_eq!(parse_addr("INFO listening"), None);
-        assert_eq!(
-            parse_addr(r#"{"message":"listening","addr":"127.0.0.1:40123","workers":1}"#),
-            Some(want)
-        );
-    }
-
-    #[test]
     fn strip_ansi_removes_colour_codes() {
         assert_eq!(
             strip_ansi("\u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m1"),
@@ -472,6 +518,10 @@ impl Sluice {
         if let Some(secrets) = &options.secrets_file {
             command.arg("--secrets-file").arg(secrets);
         }
+        let ready_dir = TempDir::new("sluice-ready")?;
+        command
+            .arg("--ready-file")
+            .arg(ready_dir.path().join("ready.json"));
         // The whole suite runs once per I/O backend (scripts/test.sh); a test that picks
         // its own backend keeps it.
         if let Some(io) = test_io()
@@ -515,10 +565,11 @@ impl Sluice {
             escapes,
             readers,
             addr: None,
+            ready_dir,
         })
     }
 
-    /// Waits for the `listening` line only (not for workers), e.g. for an app that cannot load.
+    /// Waits until Sluice listens (not for workers), e.g. for an app that cannot load.
     pub async fn wait_until_listening(&mut self, deadline: Duration) -> anyhow::Result<SocketAddr> {
         self.wait_until_ready(0, deadline).await?;
         Ok(self
@@ -597,14 +648,12 @@ pub fn is_descendant_of(pid: u32, ancestor: u32) -> bool {
 // ===========================================================================================
 
 impl Sluice {
-    /// The admin listener's address, from the `admin listening addr=…` line (waits for it).
+    /// The admin listener's address, from the ready file (waits for it).
     pub async fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.wait_for_output("admin listening", LOG_DEADLINE)
+        let state = self
+            .wait_for_state("the admin address", LOG_DEADLINE, |s| s.admin.is_some())
             .await?;
-        self.output_lines_containing("admin listening")
-            .iter()
-            .find_map(|l| parse_addr(l))
-            .context("the `admin listening` line names no addr=")
+        state.admin.context("the ready file names no admin address")
     }
 
     /// `http://ADMIN_ADDR` + `path` (which starts with `/`).
