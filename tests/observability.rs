@@ -309,7 +309,9 @@ async fn readyz_fails_while_draining() -> anyhow::Result<()> {
         .wait_for_output("slow-start id=drain", LOG_DEADLINE)
         .await?;
     sluice.signal("TERM")?;
-    sluice.wait_for_output("draining", LOG_DEADLINE).await?;
+    sluice
+        .wait_for_state("draining", LOG_DEADLINE, |s| s.draining)
+        .await?;
 
     // The slow request keeps Sluice draining for seconds: /readyz must say 503 meanwhile,
     // while /healthz still says the process is alive.

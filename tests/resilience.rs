@@ -946,7 +946,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() -> anyhow::Result<()
     let signalled = Instant::now();
     sluice.signal("TERM")?;
     sluice
-        .wait_for_output("draining", Duration::from_secs(5))
+        .wait_for_state("draining", Duration::from_secs(5), |s| s.draining)
         .await?;
     let turned_away = new_connection_is_turned_away(sluice.addr()).await?;
 
@@ -992,7 +992,7 @@ async fn second_sigterm_exits_at_once() -> anyhow::Result<()> {
 
     sluice.signal("TERM")?;
     sluice
-        .wait_for_output("draining", Duration::from_secs(5))
+        .wait_for_state("draining", Duration::from_secs(5), |s| s.draining)
         .await?;
     let second = Instant::now();
     sluice.signal("TERM")?;
