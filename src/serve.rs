@@ -1,10 +1,14 @@
-//! `sluice serve`: wires the components together in explicit phases — environments,
-//! keys, the FunctionRpc server, the HTTP listener, then the workers — and keeps each
-//! worker slot running (restart with backoff) until a shutdown signal; with `--watch`,
-//! hands the running generation to the reloader (`reload`).
+//! `sluice serve` in two phases. [`build`] does everything that can fail before serving —
+//! environments, keys, the FunctionRpc server, the watcher, both listeners — and returns
+//! the bound [`App`]. [`App::run`] serves: the admin listener, the front end, then the
+//! workers (the first alone, then the rest), each slot kept running (restart with backoff)
+//! until shutdown; with `--watch` the running generation goes to the reloader (`reload`);
+//! with `--placeholder` the placeholder's workers wait for an app instead. Then the drain.
 
+use std::future::Future;
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
@@ -17,6 +21,9 @@ use crate::generation::{Current, Generation, Slots, all_done};
 use crate::http::HttpLimits;
 use crate::keys::{KeyError, KeyStore};
 use crate::launch::{PrepareError, Prepared, prepare};
+use crate::python::PythonInfo;
+use crate::supervisor::WorkerLaunch;
+use crate::watch::Watcher;
 use crate::lifecycle::{StartError, Workers};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -49,7 +56,15 @@ pub enum ServeError {
     Interrupted,
 }
 
+/// `sluice serve`: [`build`], then [`App::run`] until SIGTERM or SIGINT.
 pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
+    build(config).await?.run(shutdown_signal).await
+}
+
+/// Phase 1 of serving: everything that can fail before anything is served — the Python
+/// and worker environments, the keys, the FunctionRpc server, the file watcher and both
+/// listeners. The addresses are known (and in the ready file) once it returns.
+pub async fn build(config: ServeConfig) -> Result<App, ServeError> {
     // First, so that the cold start counts from here.
     let metrics = Arc::new(Metrics::new());
     let Prepared { launch, python } = prepare(&config).await?;
@@ -57,7 +72,6 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         Some(path) => KeyStore::load(path)?,
         None => KeyStore::default(),
     };
-
     let rpc = RpcServer::start().await?;
     // Before listening: a watch that cannot start is a start-up error.
     let watcher = match config.watch {
@@ -80,104 +94,195 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     info!(addr = %admin_addr, "admin listening");
     let ready_file = Arc::new(ReadyFile::new(config.ready_file.clone()));
     ready_file.listening(addr, admin_addr);
-
-    let pool = Arc::new(Pool::default());
-    let (drain, drain_rx) = watch::channel(false);
-    let workers = Arc::new(Workers::new(
-        &config,
+    Ok(App {
+        config,
+        metrics,
         launch,
-        rpc.clone(),
-        pool.clone(),
-        metrics.clone(),
-        ready_file.clone(),
-    ));
-    let (generation, released) = Generation::new(
-        &config.host,
-        config.cors.clone(),
-        pool.clone(),
-        workers.catalog.clone(),
-    );
-    let (current, swap) = match config.watch {
-        true => {
-            let (current, swap) = Current::swappable(generation);
-            (current, Some(swap))
-        }
-        false => (Current::fixed(generation), None),
-    };
-    let placeholder = config.placeholder.then(|| {
-        crate::placeholder::Placeholder::new(
-            config.clone(),
-            python,
-            workers.clone(),
-            keys.clone(),
-            metrics.clone(),
-        )
-    });
-    let admin = Admin {
-        metrics: metrics.clone(),
-        ready: {
-            let current = current.clone();
-            let draining = drain_rx.clone();
-            Box::new(move || !*draining.borrow() && current.ready_count() > 0)
-        },
-        assign: placeholder.clone().map(|p| -> crate::admin::AssignFn {
-            Box::new(move |body| {
-                let p = p.clone();
-                Box::pin(async move { p.assign_request(body).await })
-            })
-        }),
-        token: config.admin_token.clone(),
-    };
-    // Answers until exit, so probes see /readyz 503 for the whole drain.
-    let _admin = AbortOnDrop(tokio::spawn(crate::admin::serve(
+        python,
+        keys,
+        rpc,
+        watcher,
+        listener,
         admin_listener,
-        Arc::new(admin),
-    )));
-    let front_end = crate::http::FrontEnd {
-        io: config.io,
-        threads: config.threads,
-        simulate_uring_failure: config.simulate_uring_failure,
-    };
-    if let Some(placeholder) = placeholder {
-        let handler = {
-            let placeholder = placeholder.clone();
-            move |request| {
-                let placeholder = placeholder.clone();
-                async move { placeholder.handle(request).await }
-            }
-        };
-        let http = AbortOnDrop(tokio::spawn(crate::http::serve_with(
+        ready_file,
+    })
+}
+
+/// A built server, bound and not yet serving.
+pub struct App {
+    config: ServeConfig,
+    metrics: Arc<Metrics>,
+    launch: WorkerLaunch,
+    python: PythonInfo,
+    keys: KeyStore,
+    rpc: RpcServer,
+    watcher: Option<Watcher>,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    ready_file: Arc<ReadyFile>,
+}
+
+impl App {
+    /// Phase 2: the admin listener, the front end and the workers, until `shutdown`
+    /// resolves; then the drain, which a second `shutdown` cuts short.
+    pub async fn run<F>(self, shutdown: impl Fn() -> F) -> Result<(), ServeError>
+    where
+        F: Future<Output = ()>,
+    {
+        let App {
+            config,
+            metrics,
+            launch,
+            python,
+            keys,
+            rpc,
+            watcher,
             listener,
-            handler,
+            admin_listener,
+            ready_file,
+        } = self;
+        let pool = Arc::new(Pool::default());
+        let (drain, drain_rx) = watch::channel(false);
+        let workers = Arc::new(Workers::new(
+            &config,
+            launch,
+            rpc.clone(),
+            pool.clone(),
+            metrics.clone(),
+            ready_file.clone(),
+        ));
+        let (generation, released) = Generation::new(
+            &config.host,
+            config.cors.clone(),
+            pool.clone(),
+            workers.catalog.clone(),
+        );
+        let (current, swap) = match config.watch {
+            true => {
+                let (current, swap) = Current::swappable(generation);
+                (current, Some(swap))
+            }
+            false => (Current::fixed(generation), None),
+        };
+        let placeholder = config.placeholder.then(|| {
+            crate::placeholder::Placeholder::new(
+                config.clone(),
+                python,
+                workers.clone(),
+                keys.clone(),
+                metrics.clone(),
+            )
+        });
+        let admin = Admin {
+            metrics: metrics.clone(),
+            ready: {
+                let current = current.clone();
+                let draining = drain_rx.clone();
+                Box::new(move || !*draining.borrow() && current.ready_count() > 0)
+            },
+            assign: placeholder.clone().map(|p| -> crate::admin::AssignFn {
+                Box::new(move |body| {
+                    let p = p.clone();
+                    Box::pin(async move { p.assign_request(body).await })
+                })
+            }),
+            token: config.admin_token.clone(),
+        };
+        // Answers until exit, so probes see /readyz 503 for the whole drain.
+        let _admin = AbortOnDrop(tokio::spawn(crate::admin::serve(
+            admin_listener,
+            Arc::new(admin),
+        )));
+        let front_end = crate::http::FrontEnd {
+            io: config.io,
+            threads: config.threads,
+            simulate_uring_failure: config.simulate_uring_failure,
+        };
+        let drained = |http| drain_and_exit(&config, &ready_file, &shutdown, &drain, http);
+        if let Some(placeholder) = placeholder {
+            let handler = {
+                let placeholder = placeholder.clone();
+                move |request| {
+                    let placeholder = placeholder.clone();
+                    async move { placeholder.handle(request).await }
+                }
+            };
+            let http = AbortOnDrop(tokio::spawn(crate::http::serve_with(
+                listener,
+                handler,
+                HttpLimits::default(),
+                front_end,
+                drain_rx,
+            )));
+            placeholder.start_workers();
+            shutdown().await;
+            let result = drained(http).await;
+            // The empty placeholder directory made for this process (left if not empty).
+            let _ = std::fs::remove_dir(&config.app_dir);
+            return result;
+        }
+        let dispatcher = Arc::new(Dispatcher::new(
+            &config,
+            current.clone(),
+            keys,
+            metrics.clone(),
+        ));
+        let http = AbortOnDrop(tokio::spawn(crate::http::serve(
+            listener,
+            dispatcher,
             HttpLimits::default(),
             front_end,
             drain_rx,
         )));
-        placeholder.start_workers();
-        shutdown_signal().await;
-        let drained = drain_and_exit(&config, &ready_file, drain, http).await;
-        // The empty placeholder directory made for this process (left if not empty).
-        let _ = std::fs::remove_dir(&config.app_dir);
-        return drained;
+        let tasks = start_slots(&config, &workers, &pool).await?;
+        let mut serving = Slots {
+            workers,
+            tasks,
+            released,
+        };
+        // The workers keep running through the drain; dropping this future stops them.
+        let mut keep_serving = Box::pin(async {
+            match watcher.zip(swap) {
+                Some((watcher, swap)) => {
+                    let reloader = crate::reload::Reloader {
+                        config: config.clone(),
+                        swap,
+                        rpc,
+                        metrics,
+                        ready_file: ready_file.clone(),
+                        watcher,
+                    };
+                    reloader.run(serving).await;
+                }
+                None => all_done(&mut serving.tasks).await,
+            }
+        });
+        tokio::select! {
+            _ = shutdown() => {}
+            _ = &mut keep_serving => {
+                // Requests waiting for a worker were just told none is coming (503): let
+                // their answers out before exiting for the process manager to restart Sluice.
+                error!("every worker slot has stopped; answering the requests in flight, then exiting");
+                let _ = drained(http).await;
+                return Err(ServeError::AllSlotsFailed);
+            }
+        }
+        let result = drained(http).await;
+        drop(keep_serving);
+        result
     }
-    let dispatcher = Arc::new(Dispatcher::new(
-        &config,
-        current.clone(),
-        keys,
-        metrics.clone(),
-    ));
-    let http = AbortOnDrop(tokio::spawn(crate::http::serve(
-        listener,
-        dispatcher,
-        HttpLimits::default(),
-        front_end,
-        drain_rx,
-    )));
+}
 
-    // The app is served as soon as the first worker is ready. A worker's start is CPU
-    // work (interpreter, imports, indexing): started together on a small machine, they
-    // share the cores and the first is ready only when all are. So the first starts
-    // alone, and the others all at once when it is ready (or has failed).
+/// Starts every worker slot of the app and hands each to its supervision. The app is
+/// served as soon as the first worker is ready. A worker's start is CPU work
+/// (interpreter, imports, indexing): started together on a small machine, they share the
+/// cores and the first is ready only when all are. So the first starts alone, and the
+/// others all at once when it is ready (or has failed).
+async fn start_slots(
+    config: &ServeConfig,
+    workers: &Arc<Workers>,
+    pool: &Pool,
+) -> Result<JoinSet<()>, ServeError> {
     let mut starts = JoinSet::new();
     let (first_done, first_rx) = watch::channel(false);
     // Each slot is supervised once its start is done (`Workers::supervise`).
@@ -236,49 +341,16 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
             return Err(ServeError::NoWorker(e));
         }
     }
-
-    let mut serving = Slots {
-        workers,
-        tasks: slots,
-        released,
-    };
-    // The workers keep running through the drain; dropping this future stops them.
-    let mut keep_serving = Box::pin(async {
-        match watcher.zip(swap) {
-            Some((watcher, swap)) => {
-                let reloader = crate::reload::Reloader {
-                    config: config.clone(),
-                    swap,
-                    rpc,
-                    metrics,
-                    ready_file: ready_file.clone(),
-                    watcher,
-                };
-                reloader.run(serving).await;
-            }
-            None => all_done(&mut serving.tasks).await,
-        }
-    });
-    tokio::select! {
-        _ = shutdown_signal() => {}
-        _ = &mut keep_serving => {
-            // Requests waiting for a worker were just told none is coming (503): let
-            // their answers out before exiting for the process manager to restart Sluice.
-            error!("every worker slot has stopped; answering the requests in flight, then exiting");
-            let _ = drain_and_exit(&config, &ready_file, drain, http).await;
-            return Err(ServeError::AllSlotsFailed);
-        }
-    }
-    let drained = drain_and_exit(&config, &ready_file, drain, http).await;
-    drop(keep_serving);
-    drained
+    Ok(slots)
 }
 
-/// Stops accepting, lets requests in flight finish within the grace period.
-async fn drain_and_exit(
+/// Stops accepting, lets requests in flight finish within the grace period; a second
+/// `shutdown` cuts it short.
+async fn drain_and_exit<F: Future<Output = ()>>(
     config: &ServeConfig,
     ready_file: &ReadyFile,
-    drain: watch::Sender<bool>,
+    shutdown: &impl Fn() -> F,
+    drain: &watch::Sender<bool>,
     mut http: AbortOnDrop,
 ) -> Result<(), ServeError> {
     info!(grace = ?config.drain_grace, "draining");
@@ -287,7 +359,7 @@ async fn drain_and_exit(
     tokio::select! {
         _ = &mut http.0 => info!("drained"),
         _ = tokio::time::sleep(config.drain_grace) => warn!("drain grace period over; exiting with requests in flight"),
-        _ = shutdown_signal() => return Err(ServeError::Interrupted),
+        _ = shutdown() => return Err(ServeError::Interrupted),
     }
     Ok(())
 }
