@@ -7,7 +7,7 @@ use tracing::info;
 
 use crate::config::ServeConfig;
 use crate::python::{self, Asset, PythonError};
-use crate::supervisor::{PLACEHOLDER_MODE_VAR, WorkerLaunch};
+use crate::supervisor::{LaunchMode, WorkerLaunch};
 use crate::worker_config::{WorkerConfigError, WorkerDescription};
 
 /// One file of `worker/`, embedded under its path there.
@@ -96,10 +96,9 @@ pub async fn prepare(config: &ServeConfig) -> Result<Prepared, PrepareError> {
         },
         python_version,
         app_settings: config.app_settings.applied.clone(),
-        extra_env: if config.placeholder {
-            vec![(PLACEHOLDER_MODE_VAR.to_owned(), "1".to_owned())]
-        } else {
-            Vec::new()
+        mode: match config.placeholder {
+            true => LaunchMode::Placeholder,
+            false => LaunchMode::App,
         },
     };
     Ok(Prepared { python, launch })

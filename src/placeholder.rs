@@ -18,17 +18,17 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-use crate::config::{HostJson, ServeConfig};
+use crate::config::{ConfigError, HostJson, ServeConfig};
 use crate::dispatch::Dispatcher;
 use crate::generation::{Current, Generation};
 use crate::keys::KeyStore;
 use crate::lifecycle::{Running, StartError, Workers};
 use crate::metrics::{FunctionName, Metrics};
 use crate::pool::Pool;
-use crate::python::{self, PythonInfo};
+use crate::python::{self, PythonError, PythonInfo};
 use crate::repeats::{self, Repeats};
 use crate::rpc::Initialised;
-use crate::supervisor::WorkerProcess;
+use crate::supervisor::{LaunchMode, WorkerProcess};
 
 /// The body of `POST /admin/assign`.
 #[derive(Debug, Deserialize)]
@@ -41,26 +41,43 @@ pub struct Assignment {
     pub environment: HashMap<String, String>,
 }
 
-/// Why an assignment was refused or failed.
+/// Why an assignment was refused or failed; the cause is kept as the error's source.
 #[derive(Debug, thiserror::Error)]
 pub enum AssignError {
-    #[error("bad assignment: {0}")]
-    BadRequest(String),
+    #[error("bad assignment: invalid JSON body: {0}")]
+    InvalidJson(#[source] serde_json::Error),
+    #[error("bad assignment: app directory {0} does not exist or is not a directory")]
+    NotADirectory(PathBuf),
     #[error("already assigned to {0}")]
     AlreadyAssigned(PathBuf),
     #[error("the assigned app cannot be served: {0}")]
-    App(String),
+    HostJson(#[source] ConfigError),
+    #[error("the assigned app cannot be served: {0}")]
+    Packages(#[source] PythonError),
+    #[error("the assigned app cannot be served: {0}")]
+    AppFailed(#[source] StartError),
+    #[error("the assigned app cannot be served: no function was indexed")]
+    NoFunctions,
     #[error("no placeholder worker could start: {0}")]
-    NoWorker(String),
+    NoWorker(#[source] StartError),
+    #[error(
+        "no placeholder worker could start: every placeholder worker failed to start; see the log"
+    )]
+    NoPlaceholder,
 }
 
 impl AssignError {
     pub fn status(&self) -> StatusCode {
         match self {
-            AssignError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AssignError::InvalidJson(_) | AssignError::NotADirectory(_) => StatusCode::BAD_REQUEST,
             AssignError::AlreadyAssigned(_) => StatusCode::CONFLICT,
-            AssignError::App(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            AssignError::NoWorker(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AssignError::HostJson(_)
+            | AssignError::Packages(_)
+            | AssignError::AppFailed(_)
+            | AssignError::NoFunctions => StatusCode::UNPROCESSABLE_ENTITY,
+            AssignError::NoWorker(_) | AssignError::NoPlaceholder => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -180,7 +197,7 @@ impl Placeholder {
                 info!(app = %assignment.app_dir.display(), variables = assignment.environment.len(), "assignment received");
                 self.assign(assignment).await
             }
-            Err(e) => Err(AssignError::BadRequest(format!("invalid JSON body: {e}"))),
+            Err(e) => Err(AssignError::InvalidJson(e)),
         };
         match outcome {
             Ok(functions) => {
@@ -205,21 +222,18 @@ impl Placeholder {
         let app_dir = std::fs::canonicalize(&assignment.app_dir)
             .ok()
             .filter(|d| d.is_dir())
-            .ok_or_else(|| {
-                AssignError::BadRequest(format!(
-                    "app directory {} does not exist or is not a directory",
-                    assignment.app_dir.display()
-                ))
-            })?;
-        let host = HostJson::load(&app_dir).map_err(|e| AssignError::App(e.to_string()))?;
+            .ok_or_else(|| AssignError::NotADirectory(assignment.app_dir.clone()))?;
+        let host = HostJson::load(&app_dir).map_err(AssignError::HostJson)?;
         let app_site = python::ensure_app_packages(&self.python, &app_dir, self.config.install)
             .await
-            .map_err(|e| AssignError::App(e.to_string()))?;
+            .map_err(AssignError::Packages)?;
 
         let mut launch = self.base.launch.clone();
         launch.app_dir = app_dir.clone();
         launch.app_site = app_site;
-        launch.extra_env = assignment.environment.into_iter().collect();
+        launch.mode = LaunchMode::Assigned {
+            environment: assignment.environment.into_iter().collect(),
+        };
         let environment = launch.reload_environment();
         let workers = Arc::new(Workers {
             launch,
@@ -248,16 +262,16 @@ impl Placeholder {
                 }
                 Ok(running) => {
                     workers.leave_pool(&running.process.id);
-                    failure = Some(AssignError::App("no function was indexed".into()));
+                    failure = Some(AssignError::NoFunctions);
                     break;
                 }
                 Err(e) if e.is_app_failure() || matches!(e, StartError::Catalog(_)) => {
-                    failure = Some(AssignError::App(e.to_string()));
+                    failure = Some(AssignError::AppFailed(e));
                     break;
                 }
                 Err(e) => {
                     error!(error = %e, "placeholder worker lost; trying the next");
-                    failure = Some(AssignError::NoWorker(e.to_string()));
+                    failure = Some(AssignError::NoWorker(e));
                 }
             }
         }
@@ -266,11 +280,7 @@ impl Placeholder {
             // replace every worker with a clean placeholder.
             drop(idle);
             self.start_workers();
-            return Err(failure.unwrap_or_else(|| {
-                AssignError::NoWorker(
-                    "every placeholder worker failed to start; see the log".into(),
-                )
-            }));
+            return Err(failure.unwrap_or(AssignError::NoPlaceholder));
         };
         let functions = workers
             .catalog

@@ -21,15 +21,15 @@ use crate::generation::{Current, Generation, Slots, all_done};
 use crate::http::HttpLimits;
 use crate::keys::{KeyError, KeyStore};
 use crate::launch::{PrepareError, Prepared, prepare};
-use crate::python::PythonInfo;
-use crate::supervisor::WorkerLaunch;
-use crate::watch::Watcher;
 use crate::lifecycle::{StartError, Workers};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::python::PythonInfo;
 use crate::ready_file::ReadyFile;
 use crate::rpc::{RpcError, RpcServer};
+use crate::supervisor::WorkerLaunch;
 use crate::watch::WatchError;
+use crate::watch::Watcher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

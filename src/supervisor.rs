@@ -12,7 +12,20 @@ use tracing::{info, warn};
 use crate::worker_config::WorkerDescription;
 
 /// Set on placeholder workers, as the platform host does; never passed on after assignment.
-pub const PLACEHOLDER_MODE_VAR: &str = "WEBSITE_PLACEHOLDER_MODE";
+const PLACEHOLDER_MODE_VAR: &str = "WEBSITE_PLACEHOLDER_MODE";
+
+/// What workers are launched for.
+#[derive(Debug, Clone)]
+pub enum LaunchMode {
+    /// The app in `app_dir`.
+    App,
+    /// Placeholders (`serve --placeholder`): initialised, waiting for an app; marked with
+    /// `WEBSITE_PLACEHOLDER_MODE=1` as the platform host marks them.
+    Placeholder,
+    /// The app assigned to a placeholder Sluice: the assignment's variables are set last,
+    /// over everything else.
+    Assigned { environment: Vec<(String, String)> },
+}
 
 /// How to launch one worker.
 #[derive(Debug, Clone)]
@@ -32,8 +45,7 @@ pub struct WorkerLaunch {
     /// The app's settings (local.settings.json): environment variables the workers get as
     /// if Sluice's own environment had them, so Sluice's worker variables still win.
     pub app_settings: Vec<(String, String)>,
-    /// Set last, over everything else: the placeholder flag, or an assignment's variables.
-    pub extra_env: Vec<(String, String)>,
+    pub mode: LaunchMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +187,11 @@ impl WorkerLaunch {
         if let Some(site) = &self.app_site {
             env.push(("SLUICE_APP_SITE".to_owned(), path(site)));
         }
-        env.extend(self.extra_env.iter().cloned());
+        match &self.mode {
+            LaunchMode::App => {}
+            LaunchMode::Placeholder => env.push((PLACEHOLDER_MODE_VAR.to_owned(), "1".to_owned())),
+            LaunchMode::Assigned { environment } => env.extend(environment.iter().cloned()),
+        }
         env
     }
 
