@@ -45,11 +45,6 @@ impl BodyBudget {
         }
     }
 
-    /// The budget's size in bytes.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// Reserves `bytes` now, or refuses.
     pub fn reserve(&self, bytes: u64) -> Result<Reservation, OverBudget> {
         let mut reservation = Reservation::default();
@@ -82,7 +77,8 @@ impl BodyBudget {
     }
 
     /// Bytes not reserved right now.
-    pub fn available(&self) -> u64 {
+    #[cfg(test)]
+    fn available(&self) -> u64 {
         self.permits.available_permits() as u64 * UNIT
     }
 

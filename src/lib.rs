@@ -1,9 +1,29 @@
 //! Sluice: serves unmodified Azure Functions Python apps.
 //!
-//! Layout (requests flow down, results return up as values):
+//! Start-up, in phases ([`serve`]):
+//! 1. [`config`] resolves flags, environment, the config file, host.json and
+//!    local.settings.json into one [`config::ServeConfig`];
+//! 2. `serve::build` prepares the worker launch ([`launch`], [`python`]), loads the keys,
+//!    starts the FunctionRpc server ([`rpc`]) and binds both listeners: the bound `App`,
+//!    whose addresses are in the `--ready-file` ([`ready_file`]);
+//! 3. `App::run` serves the admin listener and the front end, starts the worker slots
+//!    ([`lifecycle`]: launch → StartStream → WorkerInit → metadata → load → in the [`pool`]),
+//!    the first alone, then the rest; then waits for shutdown and drains.
+//!
+//! A request, one way ([`http`] → [`dispatch`] → [`rpc`] → worker → back as values):
+//! the front end reads it; dispatch matches a function ([`functions`], [`router`]), checks
+//! its key ([`keys`]), admits it ([`admission`]) and its body ([`budget`]), leases a worker
+//! from the [`pool`], converts it ([`convert`]) and sends the InvocationRequest on that
+//! worker's session; the answer is converted back into a response ([`body`]). http-v2 apps
+//! are forwarded instead ([`proxy`]).
+//!
+//! The public modules are what the binary, the benches and the tests use; everything
+//! else is private to the crate.
+//!
+//! Modules:
 //! - [`config`]: command line + environment + host.json → one validated [`config::ServeConfig`].
 //! - [`check`]: `sluice check`: starts one worker and reports what serve would run.
-//! - [`serve`]: wires everything together and keeps the worker slots running.
+//! - [`serve`]: the two phases, `build` and `App::run`, and the drain.
 //! - [`launch`]: what every worker is launched from (Python, worker environment, app packages).
 //! - [`generation`]: one set of worker slots on one version of the app, and what requests
 //!   read from it; the dispatcher reads the current one per request.
@@ -40,38 +60,41 @@
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz` (never the public port).
 //! - [`ready_file`]: `--ready-file`: the bound addresses and the workers in service, as JSON.
 
+// The layout above names private modules on purpose (`cargo doc --document-private-items`).
+#![allow(rustdoc::private_intra_doc_links)]
+
 mod access;
-pub mod admin;
+mod admin;
 pub mod admission;
-pub mod app;
-pub mod body;
-pub mod budget;
+mod app;
+mod body;
+mod budget;
 pub mod check;
 pub mod config;
 pub mod convert;
-pub mod cors;
-pub mod dispatch;
+mod cors;
+mod dispatch;
 pub mod functions;
-pub mod generation;
-pub mod http;
+mod generation;
+mod http;
 pub mod keys;
-pub mod launch;
-pub mod lifecycle;
+mod launch;
+mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub(crate) mod otlp;
-pub mod placeholder;
-pub mod pool;
+mod placeholder;
+mod pool;
 pub mod proto;
-pub mod proxy;
-pub mod python;
-pub mod ready_file;
-pub mod reload;
+mod proxy;
+mod python;
+mod ready_file;
+mod reload;
 pub(crate) mod repeats;
 pub mod router;
-pub mod rpc;
+mod rpc;
 pub mod serve;
-pub mod supervisor;
+mod supervisor;
 pub mod trace;
-pub mod watch;
-pub mod worker_config;
+mod watch;
+mod worker_config;

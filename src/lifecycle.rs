@@ -15,7 +15,7 @@ use crate::functions::{Catalog, CatalogError};
 use crate::metrics::{Metrics, RestartReason, RuntimeLabels};
 use crate::pool::Pool;
 use crate::ready_file::ReadyFile;
-use crate::rpc::session::Recycle;
+use crate::rpc::Recycle;
 use crate::rpc::{Handshake, Initialised, RpcError, RpcServer, Session};
 use crate::supervisor::{SupervisorError, WorkerLaunch, WorkerProcess};
 

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 
 pub use crate::logging::LogFormat;
 
-pub mod file;
-pub mod local_settings;
+mod file;
+mod local_settings;
 
 use file::FileConfig;
 use local_settings::{LocalSettings, LocalSettingsError};

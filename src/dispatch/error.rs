@@ -14,7 +14,7 @@ use crate::budget::OverBudget;
 use crate::convert::ConvertError;
 use crate::pool::PoolError;
 use crate::proxy::ProxyError;
-use crate::rpc::session::InvokeFailure;
+use crate::rpc::InvokeFailure;
 
 /// Sent with a 503 for a body over the budget: bodies in memory drain within seconds.
 const RETRY_AFTER_SECS: &str = "1";

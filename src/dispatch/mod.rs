@@ -31,7 +31,7 @@ use crate::proto::{ParameterBinding, TypedData, parameter_binding::RpcData};
 use crate::proxy::{self, WorkerHttp};
 use crate::repeats::{self, Repeats};
 use crate::rpc::Answer;
-use crate::rpc::session::Recycle;
+use crate::rpc::Recycle;
 use crate::trace::TraceContext;
 
 mod error;

@@ -98,10 +98,6 @@ impl Initialised {
         Ok(this)
     }
 
-    pub fn worker(&self) -> &str {
-        &self.worker
-    }
-
     pub(super) fn steps(&mut self) -> Steps<'_> {
         Steps {
             worker: &self.worker,

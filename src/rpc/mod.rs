@@ -15,8 +15,8 @@ mod handshake;
 mod inbound;
 mod messages;
 mod reload;
-pub mod server;
-pub mod session;
+mod server;
+mod session;
 mod split;
 mod stream;
 /// gRPC framing shared with the worker's native transport (one file, two crates).
@@ -25,7 +25,6 @@ mod wire;
 
 pub use error::{MAX_MESSAGE_BYTES, RpcError};
 pub use handshake::{Handshake, Initialised, is_prerelease};
-pub use inbound::{BodyStream, StreamedBody};
 pub use messages::FunctionMeta;
-pub use server::{Connection, RpcServer};
-pub use session::{Answer, Session};
+pub use server::RpcServer;
+pub use session::{Answer, InvokeFailure, Recycle, Session};

@@ -14,7 +14,6 @@ use super::error::RpcError;
 use super::handshake::{Handshake, Initialised, Loaded};
 use super::inbound::{Inbound, StreamedBody};
 use super::messages::{FunctionMeta, RuntimeInfo, content_name, print_log};
-use super::server::Connection;
 use super::stream::{Frame, Outbound};
 use crate::metrics::RpcTraffic;
 use crate::proto::streaming_message::Content;
@@ -115,15 +114,6 @@ pub enum InvokeFailure {
 }
 
 impl Session {
-    /// Runs the start-up sequence on a freshly connected worker. Returns the session
-    /// (reading its stream in the background) and the functions the worker indexed.
-    pub async fn start(
-        conn: Connection,
-        hs: Handshake<'_>,
-    ) -> Result<(Arc<Session>, Vec<FunctionMeta>), RpcError> {
-        Session::load(Initialised::init(conn, &hs).await?, &hs).await
-    }
-
     /// The rest of the start-up for a worker past WorkerInit (at once, or for a placeholder
     /// worker after its environment reload): its functions are indexed and loaded.
     pub async fn load(
@@ -238,18 +228,9 @@ impl Session {
         answered
     }
 
-    /// Sends one InvocationRequest and waits for its response.
-    pub async fn invoke(
-        &self,
-        function: &Arc<str>,
-        input_data: Vec<ParameterBinding>,
-    ) -> Result<Answer, InvokeFailure> {
-        self.invoke_as(uuid::Uuid::new_v4().to_string(), function, input_data, None)
-            .await
-    }
-
-    /// [`Session::invoke`] under an id the caller chose (a forwarded http-v2 request
-    /// carries it in `x-ms-invocation-id`), with the request's trace context.
+    /// Sends one InvocationRequest under the id the caller chose (a forwarded http-v2
+    /// request carries it in `x-ms-invocation-id`), with the request's trace context, and
+    /// waits for its response.
     pub async fn invoke_as(
         &self,
         invocation_id: String,
