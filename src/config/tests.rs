@@ -1,3 +1,7 @@
+use std::path::Path;
+
+use clap::Parser;
+
 use super::*;
 
 fn args(dir: &Path) -> ServeArgs {
