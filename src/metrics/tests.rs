@@ -1,3 +1,6 @@
+use http::Method;
+
+use super::process::{cpu_seconds, resident_bytes};
 use super::*;
 
 #[test]

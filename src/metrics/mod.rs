@@ -5,21 +5,23 @@
 //! and only write to it; the admin listener encodes it. This module does no I/O except
 //! reading `/proc/self` at scrape time for the `process_*` families.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{Method, StatusCode};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
-};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use http::StatusCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+mod labels;
+mod process;
+
+pub use labels::*;
+use process::ProcessCollector;
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -29,201 +31,6 @@ const LATENCY_BUCKETS: [f64; 18] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     300.0, 900.0, 1800.0,
 ];
-
-/// Linux reports CPU times in USER_HZ ticks, which is 100 on every architecture Linux
-/// exports to user space (sysconf would need `unsafe` for the same answer).
-const USER_HZ: f64 = 100.0;
-
-/// A function name as a label value; requests that match no function are `-`.
-#[derive(Debug, Clone, Default, Hash, PartialEq, Eq)]
-pub struct FunctionName(Option<Arc<str>>);
-
-impl FunctionName {
-    pub fn of(name: &Arc<str>) -> FunctionName {
-        FunctionName(Some(name.clone()))
-    }
-}
-
-impl std::fmt::Display for FunctionName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.as_deref().unwrap_or("-"))
-    }
-}
-
-impl EncodeLabelValue for FunctionName {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(self.0.as_deref().unwrap_or("-"))
-    }
-}
-
-/// The request method, folded to the standard ones so the label stays bounded.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum HttpMethod {
-    Get,
-    Head,
-    Post,
-    Put,
-    Patch,
-    Delete,
-    Options,
-    Other,
-}
-
-impl From<&Method> for HttpMethod {
-    fn from(method: &Method) -> HttpMethod {
-        match *method {
-            Method::GET => HttpMethod::Get,
-            Method::HEAD => HttpMethod::Head,
-            Method::POST => HttpMethod::Post,
-            Method::PUT => HttpMethod::Put,
-            Method::PATCH => HttpMethod::Patch,
-            Method::DELETE => HttpMethod::Delete,
-            Method::OPTIONS => HttpMethod::Options,
-            _ => HttpMethod::Other,
-        }
-    }
-}
-
-impl EncodeLabelValue for HttpMethod {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(match self {
-            HttpMethod::Get => "GET",
-            HttpMethod::Head => "HEAD",
-            HttpMethod::Post => "POST",
-            HttpMethod::Put => "PUT",
-            HttpMethod::Patch => "PATCH",
-            HttpMethod::Delete => "DELETE",
-            HttpMethod::Options => "OPTIONS",
-            HttpMethod::Other => "OTHER",
-        })
-    }
-}
-
-/// `1xx` … `5xx`.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum StatusClass {
-    Informational,
-    Success,
-    Redirection,
-    ClientError,
-    ServerError,
-}
-
-impl From<StatusCode> for StatusClass {
-    fn from(status: StatusCode) -> StatusClass {
-        match status.as_u16() {
-            ..200 => StatusClass::Informational,
-            200..300 => StatusClass::Success,
-            300..400 => StatusClass::Redirection,
-            400..500 => StatusClass::ClientError,
-            _ => StatusClass::ServerError,
-        }
-    }
-}
-
-impl EncodeLabelValue for StatusClass {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(match self {
-            StatusClass::Informational => "1xx",
-            StatusClass::Success => "2xx",
-            StatusClass::Redirection => "3xx",
-            StatusClass::ClientError => "4xx",
-            StatusClass::ServerError => "5xx",
-        })
-    }
-}
-
-/// Where a worker process is in its life, as `sluice_workers{state}` counts it.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum WorkerState {
-    /// Launched, not yet through the start-up handshake.
-    Starting,
-    /// In the pool.
-    Ready,
-}
-
-impl EncodeLabelValue for WorkerState {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(match self {
-            WorkerState::Starting => "starting",
-            WorkerState::Ready => "ready",
-        })
-    }
-}
-
-/// Why a worker slot had to start a new worker.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum RestartReason {
-    /// The worker process exited (crash, kill, OOM).
-    Exited,
-    /// Sluice replaced it on purpose (function timeout, missed health pings).
-    Recycled,
-    /// A start attempt failed before the worker became ready.
-    StartFailed,
-}
-
-impl EncodeLabelValue for RestartReason {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(match self {
-            RestartReason::Exited => "exited",
-            RestartReason::Recycled => "recycled",
-            RestartReason::StartFailed => "start_failed",
-        })
-    }
-}
-
-/// Why a request span was not exported over OTLP.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
-pub enum SpanDrop {
-    /// The export queue was full (the collector is slow or down).
-    QueueFull,
-    /// The collector did not take the batch.
-    ExportFailed,
-}
-
-impl EncodeLabelValue for SpanDrop {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(match self {
-            SpanDrop::QueueFull => "queue_full",
-            SpanDrop::ExportFailed => "export_failed",
-        })
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SpanDropLabels {
-    pub reason: SpanDrop,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
-    pub function: FunctionName,
-    pub method: HttpMethod,
-    pub status_class: StatusClass,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FunctionLabels {
-    pub function: FunctionName,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WorkerLabels {
-    pub state: WorkerState,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RestartLabels {
-    pub reason: RestartReason,
-}
-
-/// The runtime library the workers run; one set per app in practice.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RuntimeLabels {
-    pub package: String,
-    pub version: String,
-    pub source: String,
-}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -576,79 +383,6 @@ pub struct GaugeGuard<'a>(&'a Gauge);
 impl Drop for GaugeGuard<'_> {
     fn drop(&mut self) {
         self.0.dec();
-    }
-}
-
-/// `process_*` families, read from `/proc/self` at scrape time (Linux only; elsewhere
-/// they are left out).
-#[derive(Debug)]
-struct ProcessCollector;
-
-/// What `/proc/self` says about this process.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct ProcessStats {
-    resident_bytes: u64,
-    cpu_seconds: f64,
-    open_fds: u64,
-}
-
-impl ProcessStats {
-    fn read() -> Option<ProcessStats> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
-        Some(ProcessStats {
-            resident_bytes: resident_bytes(&status)?,
-            cpu_seconds: cpu_seconds(&stat)?,
-            open_fds,
-        })
-    }
-}
-
-/// `VmRSS:  1234 kB` from `/proc/self/status`, in bytes.
-fn resident_bytes(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// utime + stime from `/proc/self/stat`, in seconds.
-fn cpu_seconds(stat: &str) -> Option<f64> {
-    // `pid (comm) state …`: comm may hold spaces, so count fields after the last ')'.
-    // utime and stime are fields 14 and 15; after the ')' the state is field 3.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) as f64 / USER_HZ)
-}
-
-impl Collector for ProcessCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(stats) = ProcessStats::read() else {
-            return Ok(());
-        };
-        let rss = ConstGauge::new(i64::try_from(stats.resident_bytes).unwrap_or(i64::MAX));
-        rss.encode(encoder.encode_descriptor(
-            "process_resident_memory",
-            "Resident memory size",
-            Some(&Unit::Bytes),
-            rss.metric_type(),
-        )?)?;
-        let cpu = ConstCounter::new(stats.cpu_seconds);
-        cpu.encode(encoder.encode_descriptor(
-            "process_cpu",
-            "User and system CPU time spent",
-            Some(&Unit::Seconds),
-            cpu.metric_type(),
-        )?)?;
-        let fds = ConstGauge::new(i64::try_from(stats.open_fds).unwrap_or(i64::MAX));
-        fds.encode(encoder.encode_descriptor(
-            "process_open_fds",
-            "Open file descriptors",
-            None,
-            fds.metric_type(),
-        )?)?;
-        Ok(())
     }
 }
 
