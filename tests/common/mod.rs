@@ -459,7 +459,7 @@ mod tests {
 }
 
 // ===========================================================================================
-// Fault-injection helpers (used by tests/resilience.rs): extra flags and environment for the
+// Fault-injection helpers (used by tests/resilience/): extra flags and environment for the
 // child, its pid, signals by pid, and a guard that only lets a test kill Sluice's own workers.
 // ===========================================================================================
 

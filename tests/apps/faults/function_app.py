@@ -1,4 +1,4 @@
-"""Fixture for tests/resilience.rs: a slow and a fast function that report their worker's pid.
+"""Fixture for tests/resilience/: a slow and a fast function that report their worker's pid.
 
 `slow` logs `slow-start id=<id> pid=<pid>` when it begins, so a test can tell from Sluice's
 output which requests are running on which worker before it kills one.

@@ -1,4 +1,4 @@
-"""Fixture for tests/resilience.rs: an app that fails while being imported."""
+"""Fixture for tests/resilience/: an app that fails while being imported."""
 
 import azure.functions as func
 

@@ -1,4 +1,4 @@
-"""Fixture for tests/resilience.rs: a slow function behind host.json throttles
+"""Fixture for tests/resilience/: a slow function behind host.json throttles
 (maxConcurrentRequests 2, maxOutstandingRequests 4)."""
 
 import asyncio

@@ -1,4 +1,4 @@
-"""Fixture for tests/resilience.rs: host.json sets functionTimeout to 2 s.
+"""Fixture for tests/resilience/: host.json sets functionTimeout to 2 s.
 
 `sleepy` blocks its thread (a sync function cannot be cancelled), `pid` answers at once.
 """

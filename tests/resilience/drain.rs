@@ -1,0 +1,121 @@
+//! SIGTERM: in-flight requests drain, new connections are turned away, a second signal
+//! exits at once, and the grace period caps the wait.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::ensure;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::common::{Extras, LOG_DEADLINE, Options, Sluice, client};
+use crate::support::*;
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() -> anyhow::Result<()> {
+    const GRACE: Duration = Duration::from_secs(10);
+    let extras = Extras::default()
+        .arg("--drain-grace")
+        .arg(GRACE.as_secs().to_string());
+    let mut sluice = Sluice::start_with(Options::new(app("faults")), &extras).await?;
+    let client = client();
+    let ids: Vec<String> = (0..5).map(|i| format!("drain-{i}")).collect();
+    let mut requests = JoinSet::new();
+    for id in &ids {
+        let (client, url) = (client.clone(), sluice.url(&Call::Slow(2.0).path(id)));
+        requests.spawn(async move { fetch(&client, &url).await });
+    }
+    // All five are running in the worker before the signal.
+    wait_until("all 5 slow calls started", LOG_DEADLINE, || {
+        let started = slow_starts(&sluice);
+        ids.iter().all(|id| started.contains_key(id))
+    })
+    .await?;
+    let workers: HashSet<u32> = slow_starts(&sluice).values().copied().collect();
+
+    let signalled = Instant::now();
+    sluice.signal("TERM")?;
+    sluice
+        .wait_for_state("draining", Duration::from_secs(5), |s| s.draining)
+        .await?;
+    let turned_away = new_connection_is_turned_away(sluice.addr()).await?;
+
+    let replies = requests.join_all().await;
+    for reply in &replies {
+        ensure!(
+            matches!(reply, Reply::Status(status, _) if status.is_success()),
+            "an in-flight request during drain got {reply:?}\n{}",
+            sluice.output_tail()
+        );
+    }
+    let status = sluice
+        .wait_for_exit(GRACE.saturating_sub(signalled.elapsed()) + Duration::from_secs(2))
+        .await?;
+    eprintln!(
+        "drain: new connection {turned_away}; exited {status} after {:?}",
+        signalled.elapsed()
+    );
+    ensure!(
+        status.success(),
+        "sluice exited with {status} after draining"
+    );
+    ensure!(
+        signalled.elapsed() < GRACE,
+        "exit took {:?}, longer than the grace period",
+        signalled.elapsed()
+    );
+    assert_workers_gone(&workers).await
+}
+
+#[tokio::test]
+async fn second_sigterm_exits_at_once() -> anyhow::Result<()> {
+    // The grace (30 s, from the environment) is far longer than the test allows.
+    let extras = Extras::default().env("SLUICE_DRAIN_GRACE", "30");
+    let mut sluice = Sluice::start_with(Options::new(app("faults")), &extras).await?;
+    let (client, url) = (client(), sluice.url(&Call::Slow(20.0).path("stuck")));
+    let request = tokio::spawn(async move { fetch(&client, &url).await });
+    wait_until("the slow call started", LOG_DEADLINE, || {
+        slow_starts(&sluice).contains_key("stuck")
+    })
+    .await?;
+    let workers: HashSet<u32> = slow_starts(&sluice).values().copied().collect();
+
+    sluice.signal("TERM")?;
+    sluice
+        .wait_for_state("draining", Duration::from_secs(5), |s| s.draining)
+        .await?;
+    let second = Instant::now();
+    sluice.signal("TERM")?;
+    let status = sluice.wait_for_exit(Duration::from_secs(3)).await?;
+    eprintln!(
+        "second SIGTERM: exited {status} after {:?}",
+        second.elapsed()
+    );
+    request.abort();
+    assert_workers_gone(&workers).await
+}
+
+#[tokio::test]
+async fn drain_grace_caps_shutdown_when_requests_outlast_it() -> anyhow::Result<()> {
+    let extras = Extras::default().env("SLUICE_DRAIN_GRACE", "2");
+    let mut sluice = Sluice::start_with(Options::new(app("faults")), &extras).await?;
+    let (client, url) = (client(), sluice.url(&Call::Slow(30.0).path("outlasts")));
+    let request = tokio::spawn(async move { fetch(&client, &url).await });
+    wait_until("the slow call started", LOG_DEADLINE, || {
+        slow_starts(&sluice).contains_key("outlasts")
+    })
+    .await?;
+    let workers: HashSet<u32> = slow_starts(&sluice).values().copied().collect();
+
+    let signalled = Instant::now();
+    sluice.signal("TERM")?;
+    let status = sluice.wait_for_exit(Duration::from_secs(6)).await?;
+    let took = signalled.elapsed();
+    eprintln!("grace 2 s: exited {status} after {took:?}");
+    ensure!(
+        took >= Duration::from_millis(1800),
+        "exited after {took:?}, before the 2 s grace with a request in flight"
+    );
+    request.abort();
+    assert_workers_gone(&workers).await
+}
