@@ -15,8 +15,7 @@ use crate::functions::{Catalog, CatalogError};
 use crate::metrics::{Metrics, RestartReason, RuntimeLabels};
 use crate::pool::Pool;
 use crate::ready_file::ReadyFile;
-use crate::rpc::Recycle;
-use crate::rpc::{Handshake, Initialised, RpcError, RpcServer, Session};
+use crate::rpc::{Handshake, Initialised, Recycle, RpcError, RpcServer, Session};
 use crate::supervisor::{SupervisorError, WorkerLaunch, WorkerProcess};
 
 /// Restart backoff for a slot: doubles from the first value up to the cap.

@@ -28,8 +28,7 @@ use crate::python::PythonInfo;
 use crate::ready_file::ReadyFile;
 use crate::rpc::{RpcError, RpcServer};
 use crate::supervisor::WorkerLaunch;
-use crate::watch::WatchError;
-use crate::watch::Watcher;
+use crate::watch::{WatchError, Watcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

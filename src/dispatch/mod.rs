@@ -30,8 +30,7 @@ use crate::proto::typed_data::Data;
 use crate::proto::{ParameterBinding, TypedData, parameter_binding::RpcData};
 use crate::proxy::{self, WorkerHttp};
 use crate::repeats::{self, Repeats};
-use crate::rpc::Answer;
-use crate::rpc::Recycle;
+use crate::rpc::{Answer, Recycle};
 use crate::trace::TraceContext;
 
 mod error;
