@@ -39,6 +39,16 @@ done
 native_target="${CARGO_TARGET_DIR:-target}/native-tests"
 PYO3_PYTHON="$py313" cargo clippy -p sluice-native --all-targets --target-dir "$native_target" -- -D warnings
 PYO3_PYTHON="$py313" cargo test -p sluice-native --target-dir "$native_target"
+# The worker's Python unit tests (worker/tests, pytest) against the worker environment that
+# `sluice check` names: the pinned packages and the FunctionRpc descriptor the worker runs with.
+pytest_site="${CARGO_TARGET_DIR:-target}/pytest-site"
+[ -d "$pytest_site/pytest" ] || "$py313" -m pip install -q --disable-pip-version-check \
+    --target "$pytest_site" pytest==9.2.0
+report="$("${CARGO_TARGET_DIR:-target}/debug/sluice" check examples/hello)"
+worker_dir="$(sed -n 's/^Worker  *//p' <<<"$report")"
+worker_site="$(sed -n 's/^  packages  *//p' <<<"$report")"
+[ -n "$worker_dir" ] && [ -n "$worker_site" ] || { echo "sluice check named no worker environment" >&2; exit 1; }
+PYTHONPATH="$worker_dir:$worker_site:$pytest_site" "$py313" -m pytest -q -p no:cacheprovider worker/tests
 # The integration tests again with the HTTP front end on io_uring: every HTTP behaviour
 # must hold on both I/O backends (the harness passes --io from SLUICE_TEST_IO).
 SLUICE_TEST_IO=uring cargo test --test '*' -- --nocapture

@@ -35,6 +35,10 @@ pub async fn run(config: ServeConfig) -> Result<Report, ServeError> {
         python.path.display(),
         python.version_string()
     );
+    // Where the worker's own code and packages are (for diagnosis, and for the worker's
+    // Python unit tests, which run against them).
+    let _ = writeln!(line, "Worker     {}", launch.worker_dir.display());
+    let _ = writeln!(line, "  packages   {}", launch.worker_site.display());
     let _ = writeln!(line, "App        {}", config.app_dir.display());
     let _ = writeln!(line, "Model      {model}");
     let settings = &config.app_settings;

@@ -44,6 +44,20 @@ fn valid_v2_app_reports_python_runtime_and_every_route() {
     let out = text(&output);
     assert!(output.status.success(), "{out}");
     assert!(out.contains("Model      v2"), "{out}");
+    // The worker environment it names is the one the worker ran from.
+    let worker = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Worker     "))
+        .expect("the worker directory is named");
+    assert!(Path::new(worker).join("worker.py").is_file(), "{out}");
+    let packages = out
+        .lines()
+        .find_map(|l| l.strip_prefix("  packages   "))
+        .expect("the worker packages are named");
+    assert!(
+        Path::new(packages).join("google/protobuf").is_dir(),
+        "{out}"
+    );
     assert!(
         out.contains("Runtime    azure-functions-runtime 1.2.1 (bundled)"),
         "{out}"
