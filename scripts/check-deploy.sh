@@ -6,7 +6,7 @@
 #      Kubernetes versions named below; a deliberately broken copy must fail (the check works);
 #   3. a structural check of the CRD objects it has no schema for (KEDA ScaledObject,
 #      Prometheus Operator PodMonitor) and cross-checks between the manifests, the Dockerfile
-#      and src/metrics.rs (selectors, port names, probe paths, shutdown timing, metric names);
+#      and src/metrics/mod.rs (selectors, port names, probe paths, shutdown timing, metric names);
 #   4. with --build (slow: minutes on a cold cache), replays the Dockerfile's `build` stage:
 #      copies exactly the files its COPYs bring in into target/deploy-context and runs its
 #      `cargo build` there (target dir target/deploy-build), then runs the binary.
@@ -159,13 +159,13 @@ for endpoint in endpoints:
     check(endpoint.get("port") == "sluice-admin" and endpoint.get("path") == "/metrics",
           f"PodMonitor endpoint should scrape sluice-admin /metrics: {endpoint}")
 
-# Metric names Sluice exports (registered in src/metrics.rs without the `_total` suffix that
+# Metric names Sluice exports (registered in src/metrics/mod.rs without the `_total` suffix that
 # prometheus-client adds to counters).
-metrics_rs = Path("src/metrics.rs").read_text()
+metrics_rs = Path("src/metrics/mod.rs").read_text()
 exported = set()
 for metric in re.findall(r'"(sluice_[a-z_]+)"', metrics_rs):
     exported.update({metric, metric + "_total"})
-check("sluice_requests_in_flight" in exported, "src/metrics.rs no longer names sluice_requests_in_flight")
+check("sluice_requests_in_flight" in exported, "src/metrics/mod.rs no longer names sluice_requests_in_flight")
 
 
 def query_metrics(query):
