@@ -20,9 +20,8 @@ pub struct Report {
 
 pub async fn run(config: ServeConfig) -> Result<Report, ServeError> {
     let Prepared { python, launch } = prepare(&config).await?;
-    let script =
-        std::env::var("PYTHON_SCRIPT_FILE_NAME").unwrap_or_else(|_| "function_app.py".into());
-    let model = if config.app_dir.join(&script).is_file() {
+    let script = &config.script_file;
+    let model = if config.app_dir.join(script).is_file() {
         format!("v2 (decorators, {script})")
     } else {
         "v1 (function.json folders)".to_owned()

@@ -63,16 +63,11 @@ pub struct Prepared {
 /// requirements when needed. Everything a worker launch is built from is read here, so a
 /// `--watch` reload, which calls it again, sees every change.
 pub async fn prepare(config: &ServeConfig) -> Result<Prepared, PrepareError> {
-    let env = |k: &str| std::env::var(k).ok();
-    let python = python::find_python(config.python.as_deref(), &env).await?;
+    let search = |k: &str| config.python_search.get(k);
+    let python = python::find_python(config.python.as_deref(), &search).await?;
     info!(python = %python.path.display(), version = %python.version_string(), "using Python");
-    let worker_env = python::ensure_worker_env(
-        &python,
-        &python::default_cache_dir(&env),
-        WORKER_LOCK,
-        WORKER_ASSETS,
-    )
-    .await?;
+    let worker_env =
+        python::ensure_worker_env(&python, &config.cache_dir, WORKER_LOCK, WORKER_ASSETS).await?;
     let app_site = python::ensure_app_packages(&python, &config.app_dir, config.install).await?;
     let (major, minor, _) = python.version;
     let python_version = format!("{major}.{minor}");
@@ -86,7 +81,7 @@ pub async fn prepare(config: &ServeConfig) -> Result<Prepared, PrepareError> {
             Some(path) => {
                 let lookup = |name: &str| match name {
                     "FUNCTIONS_WORKER_RUNTIME_VERSION" => Some(python_version.clone()),
-                    _ => env(name),
+                    _ => config.inherited.get(name),
                 };
                 let description = WorkerDescription::load(path, &lookup)?;
                 info!(executable = %description.executable.display(), "using the described worker");
@@ -96,6 +91,7 @@ pub async fn prepare(config: &ServeConfig) -> Result<Prepared, PrepareError> {
         },
         python_version,
         app_settings: config.app_settings.applied.clone(),
+        inherited: config.inherited.clone(),
         mode: match config.placeholder {
             true => LaunchMode::Placeholder,
             false => LaunchMode::App,

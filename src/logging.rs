@@ -32,15 +32,13 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber: `filter` (`SLUICE_LOG` syntax, `info` when unset or
-/// invalid) on stderr, in `format`, coloured only on a terminal without `NO_COLOR`.
-pub fn init(format: LogFormat, filter: Option<&str>) {
+/// invalid) on stderr, in `format`, coloured only on a terminal without `NO_COLOR` (its value
+/// given as `no_color`).
+pub fn init(format: LogFormat, filter: Option<&str>, no_color: Option<&OsStr>) {
     let filter = filter
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let ansi = use_colour(
-        std::io::stderr().is_terminal(),
-        std::env::var_os("NO_COLOR").as_deref(),
-    );
+    let ansi = use_colour(std::io::stderr().is_terminal(), no_color);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -4,25 +4,29 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice::config::{Cli, Command, LogFormat, ServeConfig};
+use sluice::config::{Cli, Command, LogEnv, LogFormat, ServeConfig};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let env = |k: &str| std::env::var(k).ok();
+    let log_env = LogEnv::from_process();
     // The configuration names the log format, so it is resolved first (it logs nothing);
     // a configuration that does not resolve is reported in the default format.
     let (args, check) = match cli.command {
         Command::Serve(args) => (*args, false),
         Command::Check(args) => (args.into(), true),
     };
-    let resolved = ServeConfig::resolve(args, &env);
+    let resolved = ServeConfig::from_process(args);
     let format = resolved
         .as_ref()
         .map_or(LogFormat::default(), |c| c.log_format);
-    sluice::logging::init(format, env("SLUICE_LOG").as_deref());
+    sluice::logging::init(
+        format,
+        log_env.filter.as_deref(),
+        log_env.no_color.as_deref(),
+    );
     let result = match (resolved, check) {
         (Err(e), _) => Err(anyhow::Error::from(e)),
         (Ok(config), false) => runtime(config.threads.get())

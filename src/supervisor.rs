@@ -9,6 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
+use crate::config::Captured;
 use crate::worker_config::WorkerDescription;
 
 /// Set on placeholder workers, as the platform host does; never passed on after assignment.
@@ -46,6 +47,8 @@ pub struct WorkerLaunch {
     /// if Sluice's own environment had them, so Sluice's worker variables still win.
     pub app_settings: Vec<(String, String)>,
     pub mode: LaunchMode,
+    /// Sluice's own environment (captured by `config`), which the workers inherit.
+    pub inherited: Captured,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +174,7 @@ impl WorkerLaunch {
         ];
         // Set only where neither Sluice's environment nor the app's settings have it.
         let unset = |name: &str| {
-            std::env::var_os(name).is_none() && !self.app_settings.iter().any(|(k, _)| k == name)
+            !self.inherited.contains(name) && !self.app_settings.iter().any(|(k, _)| k == name)
         };
         // The platform host sets this when it is unset (host DefaultConcurrencyLimit).
         const POOL_SIZE: &str = "PYTHON_THREADPOOL_THREAD_COUNT";
@@ -199,7 +202,8 @@ impl WorkerLaunch {
     /// Sluice's own, then what it sets for workers, then the assignment's variables;
     /// placeholder-only and empty values left out, as the platform host does.
     pub fn reload_environment(&self) -> std::collections::HashMap<String, String> {
-        let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+        let mut env: std::collections::HashMap<String, String> =
+            self.inherited.iter().cloned().collect();
         env.extend(self.app_settings.iter().cloned());
         env.extend(self.worker_env());
         for gone in ["PYTHONPATH", PLACEHOLDER_MODE_VAR] {

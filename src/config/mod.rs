@@ -115,6 +115,15 @@ pub struct ServeConfig {
     pub otlp_endpoint: Option<String>,
     /// `--ready-file`.
     pub ready_file: Option<PathBuf>,
+    /// Where worker environments are kept: SLUICE_CACHE_DIR, else the XDG cache directory.
+    pub cache_dir: PathBuf,
+    /// The variables Python is searched with (PATH, HOME, PYENV_ROOT).
+    pub python_search: Captured,
+    /// PYTHON_SCRIPT_FILE_NAME: a v2 app's script [default: function_app.py].
+    pub script_file: String,
+    /// Sluice's own environment, which the workers inherit ([`ServeConfig::from_process`];
+    /// empty when resolved from a lookup alone, as in tests).
+    pub inherited: Captured,
     /// The app's settings from local.settings.json.
     pub app_settings: AppSettings,
     /// CORS answered by Sluice; `None` = no CORS (responses unchanged).
@@ -139,7 +148,63 @@ impl ServeConfig {
     }
 }
 
+/// What logging reads from the environment, before (and whether or not) the rest of the
+/// configuration resolves: SLUICE_LOG's filter and NO_COLOR.
+#[derive(Debug, Default)]
+pub struct LogEnv {
+    pub filter: Option<String>,
+    pub no_color: Option<std::ffi::OsString>,
+}
+
+impl LogEnv {
+    pub fn from_process() -> LogEnv {
+        LogEnv {
+            filter: std::env::var("SLUICE_LOG").ok(),
+            no_color: std::env::var_os("NO_COLOR"),
+        }
+    }
+}
+
+/// Environment variables read once, here, for the components that need them.
+#[derive(Debug, Clone, Default)]
+pub struct Captured(Vec<(String, String)>);
+
+impl Captured {
+    /// `names` as `env` has them (unset ones left out).
+    pub fn of(names: &[&str], env: &dyn Fn(&str) -> Option<String>) -> Captured {
+        Captured(
+            names
+                .iter()
+                .filter_map(|n| env(n).map(|v| ((*n).to_owned(), v)))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(String, String)> {
+        self.0.iter()
+    }
+}
+
 impl ServeConfig {
+    /// [`ServeConfig::resolve`] against this process's environment, which is captured for
+    /// the workers too: the one place Sluice reads its environment.
+    pub fn from_process(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
+        let mut config = ServeConfig::resolve(args, &|k| std::env::var(k).ok())?;
+        config.inherited = Captured(std::env::vars().collect());
+        Ok(config)
+    }
+
     /// Resolves flags over environment over defaults. `env` reads one variable (tests
     /// pass a map instead of touching the process environment).
     pub fn resolve(
@@ -190,6 +255,12 @@ impl ServeConfig {
                 platform_credentials: None,
             },
         };
+        // Read from the real environment only (not local.settings.json's values).
+        let cache_dir = crate::python::default_cache_dir(env);
+        let python_search = Captured::of(&["PATH", "HOME", "PYENV_ROOT"], env);
+        let script_file = env("PYTHON_SCRIPT_FILE_NAME")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "function_app.py".to_owned());
         // A file named by --settings must exist.
         let local = sources.read_local(args.settings.settings.is_some())?;
         let app_settings = AppSettings::resolve(local.as_ref(), env);
@@ -323,6 +394,10 @@ impl ServeConfig {
         Ok(ServeConfig {
             otlp_endpoint,
             ready_file: args.ready_file,
+            cache_dir,
+            python_search,
+            script_file,
+            inherited: Captured::default(),
             log_format,
             access_log: args.access_log || file.access_log == Some(true),
             io: args.io.or(file.io).unwrap_or_default(),

@@ -443,3 +443,34 @@ fn admin_token_is_checked_kept_secret_and_required_off_loopback_for_placeholders
         std::env::temp_dir().join(format!("sluice-placeholder-{}", std::process::id())),
     );
 }
+
+#[test]
+fn what_components_read_from_the_environment_is_resolved_here() {
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let defaults = ServeConfig::resolve(args(&dir), &|_| None).expect("valid");
+    assert_eq!(defaults.script_file, "function_app.py");
+    assert_eq!(defaults.python_search.get("PATH"), None);
+    assert!(
+        !defaults.inherited.contains("PATH"),
+        "a lookup alone captures no environment"
+    );
+    let env = |k: &str| match k {
+        "SLUICE_CACHE_DIR" => Some("/srv/cache".to_owned()),
+        "PYTHON_SCRIPT_FILE_NAME" => Some("app.py".to_owned()),
+        "PATH" => Some("/usr/bin".to_owned()),
+        "PYENV_ROOT" => Some("/opt/pyenv".to_owned()),
+        "SECRET" => Some("not for the Python search".to_owned()),
+        _ => None,
+    };
+    let cfg = ServeConfig::resolve(args(&dir), &env).expect("valid");
+    assert_eq!(cfg.cache_dir, Path::new("/srv/cache"));
+    assert_eq!(cfg.script_file, "app.py");
+    assert_eq!(cfg.python_search.get("PATH").as_deref(), Some("/usr/bin"));
+    assert_eq!(
+        cfg.python_search.get("PYENV_ROOT").as_deref(),
+        Some("/opt/pyenv")
+    );
+    assert_eq!(cfg.python_search.get("SECRET"), None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
