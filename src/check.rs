@@ -60,7 +60,7 @@ pub async fn run(config: ServeConfig) -> Result<Report, ServeError> {
 
     let rpc = RpcServer::start().await?;
     let workers = Arc::new(Workers::new(
-        &config,
+        config.slot_settings(&config.host),
         launch,
         rpc,
         Arc::new(Pool::default()),

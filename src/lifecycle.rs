@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::ServeConfig;
+use crate::config::SlotSettings;
 use crate::functions::{Catalog, CatalogError};
 use crate::metrics::{Metrics, RestartReason, RuntimeLabels};
 use crate::pool::Pool;
@@ -77,17 +77,14 @@ pub struct Workers {
     pub rpc: RpcServer,
     pub pool: Arc<Pool>,
     pub catalog: Arc<OnceLock<Catalog>>,
-    pub route_prefix: String,
-    pub startup_timeout: Duration,
-    /// host.json functionTimeout: bounds how long a recycle waits for other invocations.
-    pub function_timeout: Option<Duration>,
+    settings: SlotSettings,
     /// Worker counts, restarts, runtime info and EventStream bytes are recorded here.
     pub metrics: Arc<Metrics>,
     /// Workers joining and leaving the pool are reported here too.
     pub ready_file: Arc<ReadyFile>,
     /// `true` once a newer generation replaced these workers: every slot retires its
     /// worker and stops (see [`Workers::stop`]).
-    pub(crate) stopping: watch::Sender<bool>,
+    stopping: watch::Sender<bool>,
 }
 
 enum Ended {
@@ -123,7 +120,7 @@ impl Workers {
             app_dir: &self.launch.app_dir,
             worker_dir: &self.launch.worker_dir,
             host_version: env!("CARGO_PKG_VERSION"),
-            step_timeout: self.startup_timeout,
+            step_timeout: self.settings.startup_timeout,
             host_index: index,
             traffic: self.metrics.rpc_traffic(),
         }
@@ -135,11 +132,11 @@ impl Workers {
         let connection = self.rpc.expect(&id);
         let mut process = self.launch.spawn(&id, self.rpc.addr().port())?;
         let connection = tokio::select! {
-            conn = tokio::time::timeout(self.startup_timeout, connection) => match conn {
+            conn = tokio::time::timeout(self.settings.startup_timeout, connection) => match conn {
                 Ok(Ok(conn)) => conn,
                 _ => {
                     self.rpc.forget(&id);
-                    return Err(StartError::ConnectTimeout { worker: id.clone(), timeout: self.startup_timeout });
+                    return Err(StartError::ConnectTimeout { worker: id.clone(), timeout: self.settings.startup_timeout });
                 }
             },
             status = process.exited() => {
@@ -171,7 +168,11 @@ impl Workers {
         )
         .await?;
         if self.catalog.get().is_none() {
-            let built = Catalog::build(&self.route_prefix, &functions, session.http().is_some())?;
+            let built = Catalog::build(
+                &self.settings.route_prefix,
+                &functions,
+                session.http().is_some(),
+            )?;
             let names: Vec<&str> = built.functions.iter().map(|f| &*f.name).collect();
             info!(functions = ?names, "functions indexed");
             let _ = self.catalog.set(built);
@@ -295,7 +296,8 @@ impl Workers {
     /// How long a worker replaced on purpose may take to finish its invocations:
     /// host.json's functionTimeout, at most [`RECYCLE_WAIT_CAP`].
     pub(crate) fn drain_cap(&self) -> Duration {
-        self.function_timeout
+        self.settings
+            .function_timeout
             .unwrap_or(RECYCLE_WAIT_CAP)
             .min(RECYCLE_WAIT_CAP)
     }
@@ -320,9 +322,9 @@ impl Drop for SlotGone<'_> {
 }
 
 impl Workers {
-    /// Everything a worker start needs, for this config.
+    /// Everything a worker start needs, for these settings.
     pub fn new(
-        config: &ServeConfig,
+        settings: SlotSettings,
         launch: WorkerLaunch,
         rpc: RpcServer,
         pool: Arc<Pool>,
@@ -334,9 +336,7 @@ impl Workers {
             rpc,
             pool,
             catalog: Arc::new(OnceLock::new()),
-            route_prefix: config.host.route_prefix.clone(),
-            startup_timeout: config.startup_timeout,
-            function_timeout: config.host.function_timeout,
+            settings,
             metrics,
             ready_file,
             stopping: watch::Sender::new(false),

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -235,18 +235,14 @@ impl Placeholder {
             environment: assignment.environment.into_iter().collect(),
         };
         let environment = launch.reload_environment();
-        let workers = Arc::new(Workers {
+        let workers = Arc::new(Workers::new(
+            self.config.slot_settings(&host),
             launch,
-            rpc: self.base.rpc.clone(),
-            pool: self.pool.clone(),
-            catalog: Arc::new(OnceLock::new()),
-            route_prefix: host.route_prefix.clone(),
-            startup_timeout: self.config.startup_timeout,
-            function_timeout: host.function_timeout,
-            metrics: self.metrics.clone(),
-            ready_file: self.base.ready_file.clone(),
-            stopping: tokio::sync::watch::Sender::new(false),
-        });
+            self.base.rpc.clone(),
+            self.pool.clone(),
+            self.metrics.clone(),
+            self.base.ready_file.clone(),
+        ));
 
         let mut idle = std::mem::take(&mut *self.idle.lock().await);
         // The first worker alone, so it has the cores to itself: the app is served as
@@ -295,7 +291,7 @@ impl Placeholder {
             workers.catalog.clone(),
         );
         let dispatcher = Dispatcher::new(
-            &self.config,
+            self.config.dispatch_settings(),
             Current::fixed(generation),
             self.keys.clone(),
             self.metrics.clone(),

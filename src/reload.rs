@@ -130,7 +130,7 @@ impl Reloader {
         config.reread_app_files()?;
         let Prepared { launch, .. } = prepare(&config).await?;
         let workers = Arc::new(Workers::new(
-            &config,
+            config.slot_settings(&config.host),
             launch,
             self.rpc.clone(),
             Arc::new(Pool::default()),

@@ -143,7 +143,7 @@ impl App {
         let pool = Arc::new(Pool::default());
         let (drain, drain_rx) = watch::channel(false);
         let workers = Arc::new(Workers::new(
-            &config,
+            config.slot_settings(&config.host),
             launch,
             rpc.clone(),
             pool.clone(),
@@ -221,7 +221,7 @@ impl App {
             return result;
         }
         let dispatcher = Arc::new(Dispatcher::new(
-            &config,
+            config.dispatch_settings(),
             current.clone(),
             keys,
             metrics.clone(),

@@ -148,6 +148,28 @@ impl ServeConfig {
     }
 }
 
+/// What the request dispatcher needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    pub body_limit: u64,
+    /// Request bodies held in memory at once, across requests.
+    pub body_budget: u64,
+    /// How long a request waits for the first worker to become ready.
+    pub startup_timeout: Duration,
+    pub access_log: bool,
+    pub otlp_endpoint: Option<String>,
+}
+
+/// What starting and supervising worker slots needs from the configuration: the app's
+/// host.json part (route prefix, functionTimeout) and Sluice's start-up timeout.
+#[derive(Debug, Clone)]
+pub struct SlotSettings {
+    pub route_prefix: String,
+    pub startup_timeout: Duration,
+    /// host.json functionTimeout: bounds how long a recycle waits for other invocations.
+    pub function_timeout: Option<Duration>,
+}
+
 /// What logging reads from the environment, before (and whether or not) the rest of the
 /// configuration resolves: SLUICE_LOG's filter and NO_COLOR.
 #[derive(Debug, Default)]
@@ -197,6 +219,26 @@ impl Captured {
 }
 
 impl ServeConfig {
+    pub fn dispatch_settings(&self) -> DispatchSettings {
+        DispatchSettings {
+            body_limit: self.body_limit,
+            body_budget: self.body_budget,
+            startup_timeout: self.startup_timeout,
+            access_log: self.access_log,
+            otlp_endpoint: self.otlp_endpoint.clone(),
+        }
+    }
+
+    /// The slot settings for an app with this host.json (the configured app's, or one
+    /// assigned to a placeholder).
+    pub fn slot_settings(&self, host: &HostJson) -> SlotSettings {
+        SlotSettings {
+            route_prefix: host.route_prefix.clone(),
+            startup_timeout: self.startup_timeout,
+            function_timeout: host.function_timeout,
+        }
+    }
+
     /// [`ServeConfig::resolve`] against this process's environment, which is captured for
     /// the workers too: the one place Sluice reads its environment.
     pub fn from_process(args: ServeArgs) -> Result<ServeConfig, ConfigError> {

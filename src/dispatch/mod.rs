@@ -16,7 +16,7 @@ use crate::access;
 use crate::admission::Ticket;
 use crate::body::{self, Body, IdleTimeout};
 use crate::budget::BodyBudget;
-use crate::config::ServeConfig;
+use crate::config::DispatchSettings;
 use crate::convert;
 use crate::cors::CorsPolicy;
 use crate::functions::FunctionInfo;
@@ -87,7 +87,7 @@ impl Dispatcher {
     /// The dispatcher for one app: body limits from Sluice's configuration; workers,
     /// functions, throttles and functionTimeout from the current generation.
     pub fn new(
-        config: &ServeConfig,
+        config: DispatchSettings,
         current: Current,
         keys: KeyStore,
         metrics: Arc<Metrics>,
