@@ -144,7 +144,8 @@ impl ServeConfig {
     pub fn reread_app_files(&mut self) -> Result<(), ConfigError> {
         self.host = HostJson::load(&self.app_dir)?;
         let local = self.sources.read_local(false)?;
-        self.app_settings = AppSettings::resolve(local.as_ref(), &|k| std::env::var(k).ok());
+        let inherited = &self.inherited;
+        self.app_settings = AppSettings::resolve(local.as_ref(), &|k| inherited.get(k));
         self.cors = self.sources.cors.resolve(local.as_ref())?;
         Ok(())
     }
@@ -152,8 +153,9 @@ impl ServeConfig {
     /// [`ServeConfig::resolve`] against this process's environment, which is captured for
     /// the workers too: the one place Sluice reads its environment.
     pub fn from_process(args: ServeArgs) -> Result<ServeConfig, ConfigError> {
-        let mut config = ServeConfig::resolve(args, &|k| std::env::var(k).ok())?;
-        config.inherited = Captured::all(std::env::vars());
+        let inherited = Captured::all(std::env::vars());
+        let mut config = ServeConfig::resolve(args, &|k| inherited.get(k))?;
+        config.inherited = inherited;
         Ok(config)
     }
 

@@ -264,34 +264,30 @@ impl Sluice {
     }
 
     async fn wait_until_ready(&mut self, workers: usize, deadline: Duration) -> anyhow::Result<()> {
-        let until = Instant::now() + deadline;
-        loop {
-            let state = self.ready_state()?;
-            if self.addr.is_none() {
-                self.addr = state.as_ref().and_then(|s| s.listen);
+        let what = format!("listening with {workers} workers started");
+        let waited = self
+            .wait_for_state(&what, deadline, |s| {
+                s.listen.is_some() && s.workers_started >= workers
+            })
+            .await;
+        match waited {
+            Ok(state) => {
+                self.addr = state.listen;
+                Ok(())
             }
-            let ready = state.as_ref().map_or(0, |s| s.workers_started);
-            if self.addr.is_some() && ready >= workers {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait().context("polling sluice")? {
-                // Let the readers drain what the process wrote before it went away.
-                for reader in self.readers.drain(..) {
-                    let _ = timeout(Duration::from_secs(10), reader).await;
+            Err(error) => match self.child.try_wait().context("polling sluice")? {
+                Some(status) => {
+                    // Let the readers drain what the process wrote before it went away.
+                    for reader in self.readers.drain(..) {
+                        let _ = timeout(Duration::from_secs(10), reader).await;
+                    }
+                    bail!(
+                        "sluice exited during start-up ({status})\n{}",
+                        self.output_tail()
+                    )
                 }
-                bail!(
-                    "sluice exited during start-up ({status})\n{}",
-                    self.output_tail()
-                );
-            }
-            if Instant::now() >= until {
-                bail!(
-                    "sluice not ready after {deadline:?} (listening: {:?}, workers ready: {ready}/{workers})\n{}",
-                    self.addr,
-                    self.output_tail()
-                );
-            }
-            sleep(POLL_INTERVAL).await;
+                None => Err(error),
+            },
         }
     }
 
