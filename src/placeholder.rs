@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -84,6 +84,19 @@ impl AssignError {
 
 type Idle = Vec<(WorkerProcess, Initialised)>;
 
+/// Where the placeholder is. Held locked while placeholder workers start and while an
+/// assignment runs, so an assignment waits for starting workers instead of finding none,
+/// and a second one waits for the first and is then refused.
+enum State {
+    /// No app yet: the initialised placeholder workers.
+    Waiting(Idle),
+    /// One app per process: assigned for good, its slots supervised.
+    Assigned {
+        app_dir: PathBuf,
+        _slots: JoinSet<()>,
+    },
+}
+
 /// The log line for a request before assignment.
 const NOT_ASSIGNED: &str = "503: no app assigned yet";
 
@@ -96,13 +109,10 @@ pub struct Placeholder {
     keys: KeyStore,
     pool: Arc<Pool>,
     metrics: Arc<Metrics>,
-    /// Initialised placeholder workers. Held locked while they start, so an early
-    /// assignment waits for them instead of finding none.
-    idle: Arc<tokio::sync::Mutex<Idle>>,
-    dispatcher: RwLock<Option<Arc<Dispatcher>>>,
-    /// One assignment at a time; `Some` once one succeeded.
-    assigned: tokio::sync::Mutex<Option<PathBuf>>,
-    slots: Mutex<JoinSet<()>>,
+    state: Arc<tokio::sync::Mutex<State>>,
+    /// The assigned app's dispatcher, set once the assignment succeeded: read by every
+    /// request without a lock.
+    dispatcher: OnceLock<Dispatcher>,
     /// The unassigned 503s, one line and then a count per interval.
     repeats: Arc<Repeats>,
 }
@@ -122,24 +132,29 @@ impl Placeholder {
             base,
             keys,
             metrics,
-            idle: Arc::new(tokio::sync::Mutex::new(Vec::new())),
-            dispatcher: RwLock::new(None),
-            assigned: tokio::sync::Mutex::new(None),
-            slots: Mutex::new(JoinSet::new()),
+            state: Arc::new(tokio::sync::Mutex::new(State::Waiting(Vec::new()))),
+            dispatcher: OnceLock::new(),
             repeats: Repeats::start(),
         })
     }
 
     /// Starts the placeholder workers (all at once) in the background and keeps them
-    /// idle. The idle list is locked before this returns, so an assignment that comes
-    /// in meanwhile waits for these workers.
-    pub fn start_workers(self: &Arc<Self>) {
-        let Ok(mut idle) = self.idle.clone().try_lock_owned() else {
+    /// idle. The state is locked before this returns, so an assignment that comes in
+    /// meanwhile waits for these workers.
+    pub fn start_workers(&self) {
+        let Ok(state) = self.state.clone().try_lock_owned() else {
             return; // already starting
         };
+        self.start_workers_locked(state);
+    }
+
+    /// [`Placeholder::start_workers`] with the state already held: fresh placeholders
+    /// replace whatever idle workers there were.
+    fn start_workers_locked(&self, mut state: tokio::sync::OwnedMutexGuard<State>) {
         let base = self.base.clone();
         let count = self.config.workers.get();
         tokio::spawn(async move {
+            let mut idle = Vec::new();
             let mut starts = JoinSet::new();
             for _ in 0..count {
                 let base = base.clone();
@@ -156,17 +171,13 @@ impl Placeholder {
                     Err(e) => error!(error = %e, "placeholder worker start panicked"),
                 }
             }
+            *state = State::Waiting(idle);
         });
     }
 
     /// The request handler for the public listener: the assigned app, or 503.
     pub async fn handle(&self, request: http::Request<hyper::body::Incoming>) -> Response<Body> {
-        let current = self
-            .dispatcher
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match current {
+        match self.dispatcher.get() {
             Some(dispatcher) => dispatcher.handle(request).await,
             None => {
                 let key = repeats::Key {
@@ -215,9 +226,9 @@ impl Placeholder {
     }
 
     async fn assign(self: &Arc<Self>, assignment: Assignment) -> Result<Vec<String>, AssignError> {
-        let mut assigned = self.assigned.lock().await;
-        if let Some(dir) = assigned.as_ref() {
-            return Err(AssignError::AlreadyAssigned(dir.clone()));
+        let mut state = self.state.clone().lock_owned().await;
+        if let State::Assigned { app_dir, .. } = &*state {
+            return Err(AssignError::AlreadyAssigned(app_dir.clone()));
         }
         let app_dir = std::fs::canonicalize(&assignment.app_dir)
             .ok()
@@ -244,7 +255,10 @@ impl Placeholder {
             self.base.ready_file.clone(),
         ));
 
-        let mut idle = std::mem::take(&mut *self.idle.lock().await);
+        let mut idle = match std::mem::replace(&mut *state, State::Waiting(Vec::new())) {
+            State::Waiting(idle) => idle,
+            State::Assigned { .. } => unreachable!("checked above, under the same lock"),
+        };
         // The first worker alone, so it has the cores to itself: the app is served as
         // soon as it is ready. A broken app fails here, and the others are not tried; a
         // placeholder that died meanwhile is skipped.
@@ -275,7 +289,7 @@ impl Placeholder {
             // Their modules and environment are the placeholder's or the broken app's:
             // replace every worker with a clean placeholder.
             drop(idle);
-            self.start_workers();
+            self.start_workers_locked(state);
             return Err(failure.unwrap_or(AssignError::NoPlaceholder));
         };
         let functions = workers
@@ -296,11 +310,13 @@ impl Placeholder {
             self.keys.clone(),
             self.metrics.clone(),
         );
-        *self.dispatcher.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(dispatcher));
-        *assigned = Some(app_dir);
+        if self.dispatcher.set(dispatcher).is_err() {
+            unreachable!("set once, under the state lock, by the only successful assignment");
+        }
         // Every slot is supervised below, whatever its placeholder's fate.
         self.pool.expect_slots(self.config.workers.get());
-        self.supervise(workers.clone(), 0, Some(first));
+        let mut slots = JoinSet::new();
+        slots.spawn(workers.clone().supervise(0, Some(first)));
 
         // The others next, leaving a core to the traffic the first one now takes
         // (importing the app is CPU work); the answer waits for them so it can say how
@@ -320,30 +336,24 @@ impl Placeholder {
                 )
             });
         }
-        let mut slots: Vec<usize> = (1..self.config.workers.get()).collect();
+        let mut unstarted: Vec<usize> = (1..self.config.workers.get()).collect();
         while let Some(joined) = specialising.join_next().await {
             let Ok((slot, result)) = joined else { continue };
-            slots.retain(|s| *s != slot);
-            match result {
-                Ok(running) => self.supervise(workers.clone(), slot, Some(running)),
-                Err(e) => {
-                    error!(slot, error = %e, "worker failed to specialise; starting it on the app");
-                    self.supervise(workers.clone(), slot, None);
-                }
-            }
+            unstarted.retain(|s| *s != slot);
+            let running = result
+                .inspect_err(|e| error!(slot, error = %e, "worker failed to specialise; starting it on the app"))
+                .ok();
+            slots.spawn(workers.clone().supervise(slot, running));
         }
         // Slots whose placeholder never started start now, against the assigned app.
-        for slot in slots {
-            self.supervise(workers.clone(), slot, None);
+        for slot in unstarted {
+            slots.spawn(workers.clone().supervise(slot, None));
         }
+        *state = State::Assigned {
+            app_dir,
+            _slots: slots,
+        };
         Ok(functions)
-    }
-
-    fn supervise(&self, workers: Arc<Workers>, slot: usize, running: Option<Running>) {
-        self.slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .spawn(workers.supervise(slot, running));
     }
 }
 
