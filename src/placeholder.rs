@@ -18,6 +18,7 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::admin::AssignFn;
 use crate::config::{ConfigError, HostJson, ServeConfig};
 use crate::dispatch::Dispatcher;
 use crate::generation::{Current, Generation};
@@ -199,9 +200,29 @@ impl Placeholder {
         }
     }
 
+    /// The admin listener's handler for `POST /admin/assign`. Each assignment runs in its
+    /// own task: a client that hangs up (hyper then drops the handler's future) must not
+    /// stop it halfway through.
+    pub fn assign_fn(self: &Arc<Self>) -> AssignFn {
+        let placeholder = self.clone();
+        Box::new(move |body| {
+            let placeholder = placeholder.clone();
+            let assignment = tokio::spawn(async move { placeholder.assign_request(body).await });
+            Box::pin(async move {
+                assignment.await.unwrap_or_else(|e| {
+                    error!(error = %e, "assignment task failed");
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "assignment failed; see the log\n".to_owned(),
+                    )
+                })
+            })
+        })
+    }
+
     /// `POST /admin/assign`: parses the body and specialises the placeholder workers.
     /// Answers with the status and a short text, and logs the outcome.
-    pub async fn assign_request(self: &Arc<Self>, body: Bytes) -> (StatusCode, String) {
+    async fn assign_request(self: &Arc<Self>, body: Bytes) -> (StatusCode, String) {
         let received = Instant::now();
         let outcome = match serde_json::from_slice::<Assignment>(&body) {
             Ok(assignment) => {

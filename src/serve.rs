@@ -179,12 +179,7 @@ impl App {
                 let draining = drain_rx.clone();
                 Box::new(move || !*draining.borrow() && current.ready_count() > 0)
             },
-            assign: placeholder.clone().map(|p| -> crate::admin::AssignFn {
-                Box::new(move |body| {
-                    let p = p.clone();
-                    Box::pin(async move { p.assign_request(body).await })
-                })
-            }),
+            assign: placeholder.as_ref().map(|p| p.assign_fn()),
             token: config.admin_token.clone(),
         };
         // Answers until exit, so probes see /readyz 503 for the whole drain.

@@ -282,3 +282,32 @@ async fn placeholder_off_loopback_without_a_token_refuses_to_start() -> anyhow::
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn assignment_completes_when_its_client_hangs_up() -> anyhow::Result<()> {
+    // An orchestrator that times out and closes the connection must not leave half the
+    // workers specialised: the assignment runs to the end, and the app is served.
+    use tokio::io::AsyncWriteExt;
+    let sluice = start_placeholder(2).await?;
+    let body = json!({"app_dir": fixture("placeholder_v2")}).to_string();
+    let mut stream = tokio::net::TcpStream::connect(sluice.admin_addr().await?).await?;
+    let request = format!(
+        "POST /admin/assign HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    drop(stream);
+
+    sluice
+        .wait_for_output("app assigned", STARTUP_DEADLINE)
+        .await?;
+    sluice
+        .wait_for_state("both assigned workers", STARTUP_DEADLINE, |s| {
+            s.workers.len() == 2
+        })
+        .await?;
+    let hello = client().get(sluice.url("/assigned/hello")).send().await?;
+    assert_eq!(hello.status(), StatusCode::OK);
+    assert_eq!(hello.text().await?, "Hello from the assigned v2 app");
+    Ok(())
+}
