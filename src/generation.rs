@@ -17,7 +17,7 @@ use crate::admission::Admission;
 use crate::config::HostJson;
 use crate::cors::CorsPolicy;
 use crate::functions::Catalog;
-use crate::lifecycle::{Running, Workers};
+use crate::lifecycle::{Running, StartOrder, Workers};
 use crate::pool::Pool;
 
 /// What a request reads from the generation serving it.
@@ -160,15 +160,18 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// Supervises `first` (already ready) in slot 0 and starts slots 1..`count` at once.
+    /// Supervises `first` (already ready) in slot 0 and starts slots 1..`count` in the
+    /// start order.
     pub fn spawn(workers: Arc<Workers>, first: Running, count: usize, released: Released) -> Slots {
         let mut tasks = JoinSet::new();
         workers.pool.expect_slots(count);
         tasks.spawn(workers.clone().supervise(0, Some(first)));
+        let order = StartOrder::after_first();
         for slot in 1..count {
             let workers = workers.clone();
+            let order = order.clone();
             tasks.spawn(async move {
-                let running = match workers.start().await {
+                let running = match order.in_turn(workers.start()).await {
                     Ok(running) => Some(running),
                     Err(e) => {
                         error!(slot, error = %e, "worker failed to start");

@@ -7,7 +7,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
 
 use crate::config::SlotSettings;
@@ -341,6 +341,34 @@ impl Workers {
             ready_file,
             stopping: watch::Sender::new(false),
         }
+    }
+}
+
+/// The order every mode starts a set of worker slots in: `serve`, a `--watch` reload and
+/// a placeholder's assignment. A worker's start is CPU work (interpreter, imports,
+/// indexing): started together on a small machine, they share the cores and the first is
+/// ready only when all are. So the caller starts the first alone — the app is served as
+/// soon as it is ready — and only then the others, each in its turn here: at most
+/// cores − 1 at a time, leaving a core to the traffic the first one now takes.
+#[derive(Clone)]
+pub struct StartOrder {
+    at_once: Arc<Semaphore>,
+}
+
+impl StartOrder {
+    /// For the slots after the first, once the first is done.
+    pub fn after_first() -> StartOrder {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        StartOrder {
+            at_once: Arc::new(Semaphore::new(cores.saturating_sub(1).max(1))),
+        }
+    }
+
+    /// Runs one slot's start when its turn comes; the turn ends with the start.
+    pub async fn in_turn<T>(&self, start: impl std::future::Future<Output = T>) -> T {
+        // Never closed, so the turn always comes.
+        let _turn = self.at_once.acquire().await;
+        start.await
     }
 }
 

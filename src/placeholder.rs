@@ -23,7 +23,7 @@ use crate::config::{ConfigError, HostJson, ServeConfig};
 use crate::dispatch::Dispatcher;
 use crate::generation::{Current, Generation};
 use crate::keys::KeyStore;
-use crate::lifecycle::{Running, StartError, Workers};
+use crate::lifecycle::{Running, StartError, StartOrder, Workers};
 use crate::metrics::{FunctionName, Metrics};
 use crate::pool::Pool;
 use crate::python::{self, PythonError, PythonInfo};
@@ -280,8 +280,7 @@ impl Placeholder {
             State::Waiting(idle) => idle,
             State::Assigned { .. } => unreachable!("checked above, under the same lock"),
         };
-        // The first worker alone, so it has the cores to itself: the app is served as
-        // soon as it is ready. A broken app fails here, and the others are not tried; a
+        // The first worker alone (see `StartOrder`). A broken app fails here, and the others are not tried; a
         // placeholder that died meanwhile is skipped.
         let mut failure = None;
         let mut first = None;
@@ -339,22 +338,19 @@ impl Placeholder {
         let mut slots = JoinSet::new();
         slots.spawn(workers.clone().supervise(0, Some(first)));
 
-        // The others next, leaving a core to the traffic the first one now takes
-        // (importing the app is CPU work); the answer waits for them so it can say how
-        // many run.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let at_once = Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1)));
+        // The others next, in the start order; the answer waits for them so it can say
+        // how many run.
+        let order = StartOrder::after_first();
         let mut specialising = JoinSet::new();
         for (slot, (process, initialised)) in (1..).zip(idle) {
             let workers = workers.clone();
             let environment = environment.clone();
-            let at_once = at_once.clone();
+            let order = order.clone();
             specialising.spawn(async move {
-                let _turn = at_once.acquire_owned().await;
-                (
-                    slot,
-                    specialise(&workers, process, initialised, &environment).await,
-                )
+                let specialised = order
+                    .in_turn(specialise(&workers, process, initialised, &environment))
+                    .await;
+                (slot, specialised)
             });
         }
         let mut unstarted: Vec<usize> = (1..self.config.workers.get()).collect();

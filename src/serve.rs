@@ -1,7 +1,7 @@
 //! `sluice serve` in two phases. [`build`] does everything that can fail before serving —
 //! environments, keys, the FunctionRpc server, the watcher, both listeners — and returns
 //! the bound [`App`]. [`App::run`] serves: the admin listener, the front end, then the
-//! workers (the first alone, then the rest), each slot kept running (restart with backoff)
+//! workers (in the `StartOrder`: the first alone, then the rest), each slot kept running (restart with backoff)
 //! until shutdown; with `--watch` the running generation goes to the reloader (`reload`);
 //! with `--placeholder` the placeholder's workers wait for an app instead. Then the drain.
 
@@ -21,7 +21,7 @@ use crate::generation::{Current, Generation, Slots, all_done};
 use crate::http::HttpLimits;
 use crate::keys::{KeyError, KeyStore};
 use crate::launch::{PrepareError, Prepared, prepare};
-use crate::lifecycle::{StartError, Workers};
+use crate::lifecycle::{Running, StartError, StartOrder, Workers};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::python::PythonInfo;
@@ -267,45 +267,70 @@ impl App {
     }
 }
 
-/// Starts every worker slot of the app and hands each to its supervision. The app is
-/// served as soon as the first worker is ready. A worker's start is CPU work
-/// (interpreter, imports, indexing): started together on a small machine, they share the
-/// cores and the first is ready only when all are. So the first starts alone, and the
-/// others all at once when it is ready (or has failed).
+/// Starts every worker slot of the app in the start order (`StartOrder`: the first
+/// alone, then the others) and hands each to its supervision. Returns once every first
+/// start is done; fails if the app cannot be routed, or if no worker started and one
+/// cannot run at all.
 async fn start_slots(
     config: &ServeConfig,
     workers: &Arc<Workers>,
     pool: &Pool,
 ) -> Result<JoinSet<()>, ServeError> {
-    let mut starts = JoinSet::new();
-    let (first_done, first_rx) = watch::channel(false);
     // Each slot is supervised once its start is done (`Workers::supervise`).
     pool.expect_slots(config.workers.get());
-    for slot in 0..config.workers.get() {
-        let workers = workers.clone();
-        let mut first_rx = first_rx.clone();
-        let first_done = (slot == 0).then(|| first_done.clone());
-        starts.spawn(async move {
-            if first_done.is_none() {
-                let _ = first_rx.wait_for(|done| *done).await;
-            }
-            let started = workers.start().await;
-            if let Some(done) = first_done {
-                let _ = done.send(true);
-            }
-            (slot, started)
-        });
-    }
-    drop(first_done);
+    let mut started = Started::default();
+    let first = workers.start().await;
     let mut slots = JoinSet::new();
-    let mut fatal = None;
-    let mut started = 0;
-    while let Some(joined) = starts.join_next().await {
+    slots.spawn(
+        workers
+            .clone()
+            .supervise(0, started.settle(config, pool, 0, first)?),
+    );
+    let order = StartOrder::after_first();
+    let mut others = JoinSet::new();
+    for slot in 1..config.workers.get() {
+        let workers = workers.clone();
+        let order = order.clone();
+        others.spawn(async move { (slot, order.in_turn(workers.start()).await) });
+    }
+    while let Some(joined) = others.join_next().await {
         let Ok((slot, result)) = joined else { continue };
-        let running = match result {
+        let running = started.settle(config, pool, slot, result)?;
+        slots.spawn(workers.clone().supervise(slot, running));
+    }
+    if started.count == 0 {
+        // Requests get 503 at once instead of waiting out the start-up timeout.
+        pool.fail_startup();
+        // A worker that cannot run at all will not run on retry; an app that raised
+        // while loading might (a file fixed, a dependency back): keep serving 503s.
+        if let Some(e) = started.fatal {
+            return Err(ServeError::NoWorker(e));
+        }
+    }
+    Ok(slots)
+}
+
+/// The outcome of the slots' first starts so far.
+#[derive(Default)]
+struct Started {
+    count: usize,
+    /// The first failure of a worker that cannot run at all.
+    fatal: Option<StartError>,
+}
+
+impl Started {
+    /// Counts one slot's first start; the worker to supervise, if it started.
+    fn settle(
+        &mut self,
+        config: &ServeConfig,
+        pool: &Pool,
+        slot: usize,
+        result: Result<Running, StartError>,
+    ) -> Result<Option<Running>, ServeError> {
+        match result {
             Ok(running) => {
-                started += 1;
-                Some(running)
+                self.count += 1;
+                Ok(Some(running))
             }
             Err(StartError::Catalog(e)) => {
                 pool.fail_startup();
@@ -314,28 +339,17 @@ async fn start_slots(
                 }
                 // Watching: an edit may fix the routes.
                 error!(slot, error = %e, "the app's functions cannot be routed");
-                None
+                Ok(None)
             }
             Err(e) => {
                 error!(slot, error = %e, "worker failed to start");
                 if !e.is_app_failure() {
-                    fatal.get_or_insert(e);
+                    self.fatal.get_or_insert(e);
                 }
-                None
+                Ok(None)
             }
-        };
-        slots.spawn(workers.clone().supervise(slot, running));
-    }
-    if started == 0 {
-        // Requests get 503 at once instead of waiting out the start-up timeout.
-        pool.fail_startup();
-        // A worker that cannot run at all will not run on retry; an app that raised
-        // while loading might (a file fixed, a dependency back): keep serving 503s.
-        if let Some(e) = fatal {
-            return Err(ServeError::NoWorker(e));
         }
     }
-    Ok(slots)
 }
 
 /// Stops accepting, lets requests in flight finish within the grace period; a second
