@@ -1,18 +1,47 @@
-//! The Dockerfile as these checks read it: instructions with their continuation lines
-//! joined and comments dropped, grouped into stages, with ARG/ENV expansion; shell scripts
-//! split into simple commands by `shlex`. No heredocs (refused).
+//! The Dockerfile as these checks read it: parsed by `parse-dockerfile` into stages of
+//! typed instructions, with ARG/ENV expansion; shell scripts split into simple commands by
+//! `shlex`. No heredocs (refused).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail, ensure};
+use parse_dockerfile as parser;
 
-/// One instruction, continuation lines joined.
+/// One instruction: where it is, its keyword (for messages) and what these checks read.
 #[derive(Debug, Clone)]
 pub(crate) struct Instruction {
     pub(crate) line: usize,
     pub(crate) keyword: String,
-    pub(crate) args: String,
+    pub(crate) step: Step,
+}
+
+/// The instructions these checks look into; values not yet expanded.
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    /// `NAME` or `NAME=default`.
+    Arg(String),
+    /// `NAME=value` pairs, quotes allowed.
+    Env(String),
+    Run(Form),
+    Copy(Copy),
+    Add,
+    Workdir(String),
+    User(String),
+    Expose(Vec<String>),
+    /// `None` for `HEALTHCHECK NONE`.
+    Healthcheck(Option<Form>),
+    Entrypoint(Form),
+    Cmd(Form),
+    Other,
+}
+
+/// The exec form (a JSON array) or the shell form of RUN, CMD, ENTRYPOINT, HEALTHCHECK.
+#[derive(Debug, Clone)]
+pub(crate) enum Form {
+    Exec(Vec<String>),
+    /// The script, continuation lines joined and comment lines dropped.
+    Shell(String),
 }
 
 /// A build stage: its base, optional name and instructions.
@@ -29,12 +58,33 @@ pub(crate) struct Dockerfile {
     pub(crate) stages: Vec<Stage>,
 }
 
-/// A parsed COPY/ADD: flags, sources (build-context relative), destination.
-#[derive(Debug)]
+/// A COPY: the `--from` stage if any, sources (build-context relative), destination.
+#[derive(Debug, Clone)]
 pub(crate) struct Copy {
     pub(crate) from: Option<String>,
     pub(crate) sources: Vec<String>,
     pub(crate) dest: String,
+}
+
+impl Copy {
+    /// Sources and destination with the variables in force expanded.
+    pub(crate) fn expanded(&self, vars: &BTreeMap<String, String>) -> Copy {
+        Copy {
+            from: self.from.clone(),
+            sources: self.sources.iter().map(|s| expand(s, vars)).collect(),
+            dest: expand(&self.dest, vars),
+        }
+    }
+}
+
+impl Form {
+    /// The commands it runs: the exec form's words, or the shell script's simple commands.
+    pub(crate) fn commands(&self) -> anyhow::Result<Vec<Vec<String>>> {
+        match self {
+            Form::Exec(words) => Ok(vec![words.clone()]),
+            Form::Shell(script) => simple_commands(script),
+        }
+    }
 }
 
 pub(crate) fn repo() -> PathBuf {
@@ -42,77 +92,152 @@ pub(crate) fn repo() -> PathBuf {
 }
 
 fn parse_dockerfile(text: &str) -> anyhow::Result<Dockerfile> {
-    let mut instructions = Vec::new();
-    let mut pending: Option<(usize, String)> = None;
-    for (index, raw) in text.lines().enumerate() {
-        let trimmed = raw.trim();
-        // Comment lines are dropped, also inside a continuation (as BuildKit does).
-        if trimmed.starts_with('#') || (trimmed.is_empty() && pending.is_none()) {
-            continue;
-        }
-        ensure!(
-            !trimmed.contains("<<"),
-            "line {}: heredocs are not supported by this parser",
-            index + 1
-        );
-        let (body, continues) = match trimmed.strip_suffix('\\') {
-            Some(body) => (body.trim_end(), true),
-            None => (trimmed, false),
-        };
-        let (start, mut joined) = pending.take().unwrap_or((index + 1, String::new()));
-        if !joined.is_empty() {
-            joined.push(' ');
-        }
-        joined.push_str(body);
-        if continues {
-            pending = Some((start, joined));
-            continue;
-        }
-        let (keyword, args) = joined
-            .split_once(char::is_whitespace)
-            .unwrap_or((&joined, ""));
-        instructions.push(Instruction {
-            line: start,
-            keyword: keyword.to_ascii_uppercase(),
-            args: args.trim().to_owned(),
-        });
-    }
-    ensure!(
-        pending.is_none(),
-        "the Dockerfile ends inside a continuation"
-    );
-
+    let parsed = parser::parse(text).map_err(|e| anyhow::anyhow!("Dockerfile: {e}"))?;
     let mut global_args = BTreeMap::new();
-    let mut stages: Vec<Stage> = Vec::new();
-    for instruction in instructions {
-        if instruction.keyword == "FROM" {
-            let words: Vec<&str> = instruction.args.split_whitespace().collect();
-            let (base, name) = match words.as_slice() {
-                [base] => (*base, None),
-                [base, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => (*base, Some(*name)),
-                _ => bail!("line {}: unexpected FROM form", instruction.line),
-            };
-            stages.push(Stage {
-                base: expand(base, &global_args),
-                name: name.map(str::to_owned),
-                instructions: Vec::new(),
-            });
-        } else if let Some(stage) = stages.last_mut() {
-            stage.instructions.push(instruction);
-        } else if instruction.keyword == "ARG" {
-            let (name, value) = instruction
-                .args
-                .split_once('=')
-                .unwrap_or((&instruction.args, ""));
-            global_args.insert(name.to_owned(), value.to_owned());
-        } else {
-            bail!("line {}: only ARG may precede FROM", instruction.line);
-        }
+    for arg in parsed.global_args() {
+        let (name, value) = arg
+            .arguments
+            .value
+            .split_once('=')
+            .unwrap_or((&arg.arguments.value, ""));
+        global_args.insert(name.to_owned(), value.to_owned());
+    }
+    let mut stages = Vec::new();
+    for stage in parsed.stages() {
+        let instructions = stage
+            .instructions
+            .iter()
+            .map(|instruction| {
+                let at = keyword_start(instruction);
+                let line = text[..at].matches('\n').count() + 1;
+                let keyword = text[at..]
+                    .split(char::is_whitespace)
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_uppercase();
+                let step = step(instruction).with_context(|| format!("Dockerfile line {line}"))?;
+                Ok(Instruction {
+                    line,
+                    keyword,
+                    step,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        stages.push(Stage {
+            base: expand(&stage.from.image.value, &global_args),
+            name: stage
+                .from
+                .as_
+                .as_ref()
+                .map(|(_, name)| name.value.to_string()),
+            instructions,
+        });
     }
     Ok(Dockerfile {
         global_args,
         stages,
     })
+}
+
+fn step(instruction: &parser::Instruction<'_>) -> anyhow::Result<Step> {
+    use parser::Instruction as I;
+    let text = |s: &parser::UnescapedString<'_>| s.value.to_string();
+    Ok(match instruction {
+        I::Arg(arg) => Step::Arg(text(&arg.arguments)),
+        I::Env(env) => Step::Env(text(&env.arguments)),
+        I::Run(run) => {
+            ensure!(run.here_docs.is_empty(), "heredocs are not supported here");
+            Step::Run(form(&run.arguments))
+        }
+        I::Copy(copy) => {
+            let from = copy
+                .options
+                .iter()
+                .find(|flag| flag.name.value == "from")
+                .and_then(|flag| flag.value.as_ref().map(text));
+            let sources = copy
+                .src
+                .iter()
+                .map(|source| match source {
+                    parser::Source::Path(path) => Ok(text(path)),
+                    _ => bail!("heredocs are not supported here"),
+                })
+                .collect::<anyhow::Result<_>>()?;
+            Step::Copy(Copy {
+                from,
+                sources,
+                dest: text(&copy.dest),
+            })
+        }
+        I::Add(_) => Step::Add,
+        I::Workdir(workdir) => Step::Workdir(text(&workdir.arguments)),
+        I::User(user) => Step::User(text(&user.arguments)),
+        I::Expose(expose) => Step::Expose(expose.arguments.iter().map(text).collect()),
+        I::Healthcheck(health) => Step::Healthcheck(match &health.arguments {
+            parser::HealthcheckArguments::Cmd { arguments, .. } => Some(form(arguments)),
+            _ => None,
+        }),
+        I::Entrypoint(entrypoint) => Step::Entrypoint(form(&entrypoint.arguments)),
+        I::Cmd(cmd) => Step::Cmd(form(&cmd.arguments)),
+        _ => Step::Other,
+    })
+}
+
+/// Where an instruction's keyword starts in the text.
+fn keyword_start(instruction: &parser::Instruction<'_>) -> usize {
+    use parser::Instruction as I;
+    let keyword = match instruction {
+        I::Add(i) => &i.add,
+        I::Arg(i) => &i.arg,
+        I::Cmd(i) => &i.cmd,
+        I::Copy(i) => &i.copy,
+        I::Entrypoint(i) => &i.entrypoint,
+        I::Env(i) => &i.env,
+        I::Expose(i) => &i.expose,
+        I::From(i) => &i.from,
+        I::Healthcheck(i) => &i.healthcheck,
+        I::Label(i) => &i.label,
+        I::Maintainer(i) => &i.maintainer,
+        I::Onbuild(i) => &i.onbuild,
+        I::Run(i) => &i.run,
+        I::Shell(i) => &i.shell,
+        I::Stopsignal(i) => &i.stopsignal,
+        I::User(i) => &i.user,
+        I::Volume(i) => &i.volume,
+        I::Workdir(i) => &i.workdir,
+        // Non-exhaustive: an instruction kind newer than this list.
+        _ => return 0,
+    };
+    keyword.span.start
+}
+
+fn form(command: &parser::Command<'_>) -> Form {
+    match command {
+        parser::Command::Exec(words) => {
+            Form::Exec(words.value.iter().map(|w| w.value.to_string()).collect())
+        }
+        parser::Command::Shell(script) => Form::Shell(joined(script.value)),
+        // The enum is non-exhaustive: a new form shows as a script no check accepts.
+        _ => Form::Shell(String::from("\n")),
+    }
+}
+
+/// A shell-form script as the shell receives it: continuation lines joined, comment lines
+/// inside it dropped (the parser keeps them, escapes preserved).
+fn joined(raw: &str) -> String {
+    let mut script = String::new();
+    for line in raw.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || trimmed.is_empty() {
+            continue;
+        }
+        let body = trimmed.strip_suffix('\\').map_or(trimmed, str::trim_end);
+        if !script.is_empty() {
+            script.push(' ');
+        }
+        script.push_str(body);
+    }
+    script
 }
 
 /// The simple commands of a shell script: its words (split as POSIX sh does, by `shlex`)
@@ -186,44 +311,6 @@ pub(crate) fn expand(text: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// Strips leading `--flag=value` options (`--mount`, `--chown`, `--from`, …) from instruction
-/// arguments, returning them and the remainder.
-pub(crate) fn split_flags(args: &str) -> (BTreeMap<String, String>, &str) {
-    let mut flags = BTreeMap::new();
-    let mut rest = args.trim_start();
-    while let Some(flag) = rest.strip_prefix("--") {
-        let end = flag.find(char::is_whitespace).unwrap_or(flag.len());
-        let (name, value) = flag[..end].split_once('=').unwrap_or((&flag[..end], ""));
-        flags.insert(name.to_owned(), value.to_owned());
-        rest = flag[end..].trim_start();
-    }
-    (flags, rest)
-}
-
-/// A JSON-array (exec form) argument list, or `None` for the shell form.
-pub(crate) fn exec_form(args: &str) -> anyhow::Result<Option<Vec<String>>> {
-    if !args.trim_start().starts_with('[') {
-        return Ok(None);
-    }
-    let words: Vec<String> = serde_json::from_str(args).context("exec form is not a JSON array")?;
-    Ok(Some(words))
-}
-
-pub(crate) fn parse_copy(args: &str, vars: &BTreeMap<String, String>) -> anyhow::Result<Copy> {
-    let (flags, rest) = split_flags(args);
-    let mut words: Vec<String> = match exec_form(rest)? {
-        Some(words) => words,
-        None => rest.split_whitespace().map(str::to_owned).collect(),
-    };
-    ensure!(words.len() >= 2, "COPY needs a source and a destination");
-    let dest = expand(&words.pop().unwrap_or_default(), vars);
-    Ok(Copy {
-        from: flags.get("from").cloned(),
-        sources: words.iter().map(|w| expand(w, vars)).collect(),
-        dest,
-    })
-}
-
 /// `ENV` pairs (`K=V K2=V2`, quotes allowed), values expanded with `vars` so far.
 pub(crate) fn parse_env(
     args: &str,
@@ -285,19 +372,16 @@ impl Stage {
         ) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         for instruction in &self.instructions {
-            match instruction.keyword.as_str() {
-                "ARG" => {
-                    let (name, default) = match instruction.args.split_once('=') {
+            match &instruction.step {
+                Step::Arg(arg) => {
+                    let (name, default) = match arg.split_once('=') {
                         Some((name, value)) => (name, Some(value.to_owned())),
-                        None => (
-                            instruction.args.as_str(),
-                            global_args.get(&instruction.args).cloned(),
-                        ),
+                        None => (arg.as_str(), global_args.get(arg).cloned()),
                     };
                     vars.insert(name.to_owned(), default.unwrap_or_default());
                 }
-                "ENV" => {
-                    for (name, value) in parse_env(&instruction.args, vars)? {
+                Step::Env(pairs) => {
+                    for (name, value) in parse_env(pairs, vars)? {
                         vars.insert(name.clone(), value.clone());
                         env.insert(name, value);
                     }
@@ -329,26 +413,24 @@ pub(crate) fn entrypoint_commands(words: &[String]) -> anyhow::Result<Vec<Vec<St
     Ok(commands)
 }
 
-/// The final stage's HEALTHCHECK argv and ENTRYPOINT argv.
+/// The final stage's HEALTHCHECK argv and ENTRYPOINT argv, both in the exec form.
 pub(crate) fn healthcheck_and_entrypoint(
     dockerfile: &Dockerfile,
 ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let runtime = dockerfile.stage("runtime")?;
-    let find = |keyword: &str| {
-        runtime
-            .instructions
-            .iter()
-            .find(|i| i.keyword == keyword)
-            .with_context(|| format!("runtime stage has no {keyword}"))
-    };
-    let (_, health) = split_flags(&find("HEALTHCHECK")?.args);
-    let health = exec_form(
-        health
-            .strip_prefix("CMD")
-            .context("HEALTHCHECK CMD")?
-            .trim(),
-    )?
-    .context("HEALTHCHECK exec form")?;
-    let entrypoint = exec_form(&find("ENTRYPOINT")?.args)?.context("ENTRYPOINT exec form")?;
-    Ok((health, entrypoint))
+    let mut health = None;
+    let mut entrypoint = None;
+    for instruction in &runtime.instructions {
+        match &instruction.step {
+            Step::Healthcheck(Some(Form::Exec(words))) => health = Some(words.clone()),
+            Step::Healthcheck(_) => bail!("HEALTHCHECK: use CMD in the exec form"),
+            Step::Entrypoint(Form::Exec(words)) => entrypoint = Some(words.clone()),
+            Step::Entrypoint(_) => bail!("ENTRYPOINT: use the exec form"),
+            _ => {}
+        }
+    }
+    Ok((
+        health.context("runtime stage has no HEALTHCHECK")?,
+        entrypoint.context("runtime stage has no ENTRYPOINT")?,
+    ))
 }

@@ -171,10 +171,10 @@ fn image_steps_prebuild_the_worker_env_and_serve_without_network() -> anyhow::Re
             &mut BTreeMap::new(),
             &mut env,
             |instruction, vars, image| {
-                match instruction.keyword.as_str() {
-                    "WORKDIR" => workdir = expand(&instruction.args, vars),
-                    "COPY" => {
-                        let copy = parse_copy(&instruction.args, vars)?;
+                match &instruction.step {
+                    Step::Workdir(dir) => workdir = expand(dir, vars),
+                    Step::Copy(copy) => {
+                        let copy = copy.expanded(vars);
                         if copy.from.is_none() {
                             for source in &copy.sources {
                                 replay_copy(
@@ -186,9 +186,8 @@ fn image_steps_prebuild_the_worker_env_and_serve_without_network() -> anyhow::Re
                             }
                         }
                     }
-                    "RUN" => {
-                        let (_, rest) = split_flags(&instruction.args);
-                        for command in simple_commands(rest)? {
+                    Step::Run(script) => {
+                        for command in script.commands()? {
                             // Only Sluice's own steps are replayed (apt-get, useradd, chmod are not).
                             if command.first().map(String::as_str) != Some("sluice") {
                                 continue;

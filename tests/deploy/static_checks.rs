@@ -48,13 +48,13 @@ fn dockerfile_copy_sources_exist_and_survive_dockerignore() -> anyhow::Result<()
             &mut BTreeMap::new(),
             &mut BTreeMap::new(),
             |instruction, vars, _env| {
-                if instruction.keyword == "ADD" {
-                    bail!("use COPY (ADD fetches URLs and unpacks archives implicitly)");
-                }
-                if instruction.keyword != "COPY" {
-                    return Ok(());
-                }
-                let copy = parse_copy(&instruction.args, vars)?;
+                let copy = match &instruction.step {
+                    Step::Add => {
+                        bail!("use COPY (ADD fetches URLs and unpacks archives implicitly)")
+                    }
+                    Step::Copy(copy) => copy.expanded(vars),
+                    _ => return Ok(()),
+                };
                 if copy.from.is_some() {
                     return Ok(());
                 }
@@ -125,26 +125,21 @@ fn dockerfile_steps_call_only_available_programs() -> anyhow::Result<()> {
         available.extend(SHELL_BUILTINS.iter().map(|b| (*b).to_owned()));
         let mut vars = BTreeMap::new();
         stage.walk(&dockerfile.global_args, &mut vars, &mut BTreeMap::new(), |instruction, vars, _env| {
-            let scripts: Vec<Vec<String>> = match instruction.keyword.as_str() {
-                "RUN" => {
-                    let (_, rest) = split_flags(&instruction.args);
-                    match exec_form(rest)? {
-                        Some(words) => vec![words],
-                        None => simple_commands(rest)?,
+            let scripts: Vec<Vec<String>> = match &instruction.step {
+                Step::Run(run) => run.commands()?,
+                Step::Healthcheck(Some(Form::Exec(words))) => vec![words.clone()],
+                Step::Healthcheck(_) => bail!("use CMD in the exec form for HEALTHCHECK"),
+                Step::Entrypoint(Form::Exec(words)) | Step::Cmd(Form::Exec(words)) => {
+                    match words.is_empty() {
+                        true => vec![],
+                        false => entrypoint_commands(words)?,
                     }
                 }
-                "HEALTHCHECK" => {
-                    let (_, rest) = split_flags(&instruction.args);
-                    let rest = rest.strip_prefix("CMD").context("HEALTHCHECK without CMD")?.trim();
-                    vec![exec_form(rest)?.context("use the exec form for HEALTHCHECK")?]
+                Step::Entrypoint(_) | Step::Cmd(_) => {
+                    bail!("use the exec form for {}", instruction.keyword)
                 }
-                "ENTRYPOINT" | "CMD" => match exec_form(&instruction.args)? {
-                    Some(words) if words.is_empty() => vec![],
-                    Some(words) => entrypoint_commands(&words)?,
-                    None => bail!("use the exec form for {}", instruction.keyword),
-                },
-                "COPY" => {
-                    let copy = parse_copy(&instruction.args, vars)?;
+                Step::Copy(copy) => {
+                    let copy = copy.expanded(vars);
                     if let Some(name) = copy.dest.strip_prefix("/usr/local/bin/") {
                         available.insert(name.trim_end_matches('/').to_owned());
                     }
@@ -201,11 +196,9 @@ fn dockerfile_runs_sluice_as_documented() -> anyhow::Result<()> {
             &mut BTreeMap::new(),
             &mut env,
             |instruction, vars, _env| {
-                match instruction.keyword.as_str() {
-                    "USER" => user = Some(expand(&instruction.args, vars)),
-                    "EXPOSE" => {
-                        exposed.extend(instruction.args.split_whitespace().map(|p| expand(p, vars)))
-                    }
+                match &instruction.step {
+                    Step::User(name) => user = Some(expand(name, vars)),
+                    Step::Expose(ports) => exposed.extend(ports.iter().map(|p| expand(p, vars))),
                     _ => {}
                 }
                 Ok(())
