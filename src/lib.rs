@@ -94,6 +94,7 @@ pub(crate) mod repeats;
 pub mod router;
 mod rpc;
 pub mod serve;
+mod shutdown;
 mod supervisor;
 pub mod trace;
 mod watch;

@@ -5,7 +5,6 @@
 //! until shutdown; with `--watch` the running generation goes to the reloader (`reload`);
 //! with `--placeholder` the placeholder's workers wait for an app instead. Then the drain.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -27,6 +26,7 @@ use crate::pool::Pool;
 use crate::python::PythonInfo;
 use crate::ready_file::ReadyFile;
 use crate::rpc::{RpcError, RpcServer};
+pub use crate::shutdown::Shutdown;
 use crate::supervisor::WorkerLaunch;
 use crate::watch::{WatchError, Watcher};
 
@@ -53,11 +53,22 @@ pub enum ServeError {
     AllSlotsFailed,
     #[error("second shutdown signal: exited without waiting for requests in flight")]
     Interrupted,
+    #[error("cannot handle shutdown signals: {0}")]
+    Signals(std::io::Error),
 }
 
-/// `sluice serve`: [`build`], then [`App::run`] until SIGTERM or SIGINT.
+/// `sluice serve`: [`build`], then [`App::run`] until SIGTERM or SIGINT. The signals are
+/// handled from the start: one during `build` stops it (exit 0, nothing served).
 pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
-    build(config).await?.run(shutdown_signal).await
+    let shutdown = Shutdown::listen().map_err(ServeError::Signals)?;
+    let app = tokio::select! {
+        app = build(config) => app?,
+        _ = shutdown.received() => {
+            info!("shutdown signal during start-up; exiting");
+            return Ok(());
+        }
+    };
+    app.run(shutdown).await
 }
 
 /// Phase 1 of serving: everything that can fail before anything is served — the Python
@@ -122,12 +133,10 @@ pub struct App {
 }
 
 impl App {
-    /// Phase 2: the admin listener, the front end and the workers, until `shutdown`
-    /// resolves; then the drain, which a second `shutdown` cuts short.
-    pub async fn run<F>(self, shutdown: impl Fn() -> F) -> Result<(), ServeError>
-    where
-        F: Future<Output = ()>,
-    {
+    /// Phase 2: the admin listener, the front end and the workers, until a shutdown
+    /// signal (one received while building counts); then the drain, which another
+    /// signal cuts short.
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), ServeError> {
         let App {
             config,
             metrics,
@@ -209,7 +218,7 @@ impl App {
                 drain_rx,
             )));
             placeholder.start_workers();
-            shutdown().await;
+            shutdown.received().await;
             let result = drained(http).await;
             // The empty placeholder directory made for this process (left if not empty).
             let _ = std::fs::remove_dir(&config.app_dir);
@@ -228,14 +237,19 @@ impl App {
             front_end,
             drain_rx,
         )));
-        let tasks = start_slots(&config, &workers, &pool).await?;
-        let mut serving = Slots {
-            workers,
-            tasks,
-            released,
-        };
-        // The workers keep running through the drain; dropping this future stops them.
+        // The workers keep running through the drain; dropping this future stops them
+        // (and a start still under way). It ends only on a start-up failure, or when
+        // every slot has stopped.
         let mut keep_serving = Box::pin(async {
+            let tasks = match start_slots(&config, &workers, &pool).await {
+                Ok(tasks) => tasks,
+                Err(e) => return e,
+            };
+            let mut serving = Slots {
+                workers,
+                tasks,
+                released,
+            };
             match watcher.zip(swap) {
                 Some((watcher, swap)) => {
                     let reloader = crate::reload::Reloader {
@@ -250,15 +264,19 @@ impl App {
                 }
                 None => all_done(&mut serving.tasks).await,
             }
+            ServeError::AllSlotsFailed
         });
         tokio::select! {
-            _ = shutdown() => {}
-            _ = &mut keep_serving => {
-                // Requests waiting for a worker were just told none is coming (503): let
-                // their answers out before exiting for the process manager to restart Sluice.
-                error!("every worker slot has stopped; answering the requests in flight, then exiting");
-                let _ = drained(http).await;
-                return Err(ServeError::AllSlotsFailed);
+            _ = shutdown.received() => {}
+            stopped = &mut keep_serving => {
+                if matches!(stopped, ServeError::AllSlotsFailed) {
+                    // Requests waiting for a worker were just told none is coming (503):
+                    // let their answers out before exiting for the process manager to
+                    // restart Sluice.
+                    error!("every worker slot has stopped; answering the requests in flight, then exiting");
+                    let _ = drained(http).await;
+                }
+                return Err(stopped);
             }
         }
         let result = drained(http).await;
@@ -352,22 +370,23 @@ impl Started {
     }
 }
 
-/// Stops accepting, lets requests in flight finish within the grace period; a second
-/// `shutdown` cuts it short.
-async fn drain_and_exit<F: Future<Output = ()>>(
+/// Stops accepting, lets requests in flight finish within the grace period; another
+/// shutdown signal cuts it short.
+async fn drain_and_exit(
     config: &ServeConfig,
     ready_file: &ReadyFile,
-    shutdown: &impl Fn() -> F,
+    shutdown: &Shutdown,
     drain: &watch::Sender<bool>,
     mut http: AbortOnDrop,
 ) -> Result<(), ServeError> {
+    let interrupted = shutdown.another();
     info!(grace = ?config.drain_grace, "draining");
     let _ = drain.send(true);
     ready_file.draining();
     tokio::select! {
         _ = &mut http.0 => info!("drained"),
         _ = tokio::time::sleep(config.drain_grace) => warn!("drain grace period over; exiting with requests in flight"),
-        _ = shutdown() => return Err(ServeError::Interrupted),
+        _ = interrupted => return Err(ServeError::Interrupted),
     }
     Ok(())
 }
@@ -379,19 +398,4 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -119,3 +119,46 @@ async fn drain_grace_caps_shutdown_when_requests_outlast_it() -> anyhow::Result<
     request.abort();
     assert_workers_gone(&workers).await
 }
+
+#[tokio::test]
+async fn sigterm_while_the_workers_start_exits_zero_and_stops_them() -> anyhow::Result<()> {
+    // A container stopped during a slow cold start: Sluice handles the signal at once
+    // (exit 0, not killed by it) and takes the half-started worker with it.
+    let mut sluice = Sluice::spawn_with(Options::new(app("slow_start")), &Extras::default())?;
+    sluice.wait_until_listening(LOG_DEADLINE).await?;
+    let sluice_pid = sluice.pid()?;
+    let mut starting = HashSet::new();
+    wait_until("a worker process started", LOG_DEADLINE, || {
+        starting = children_of(sluice_pid);
+        !starting.is_empty()
+    })
+    .await?;
+    ensure!(
+        sluice.ready_state()?.is_some_and(|s| s.workers.is_empty()),
+        "the worker was ready before the signal; the app should import for 3 s"
+    );
+    sluice.signal("TERM")?;
+    let status = sluice.wait_for_exit(Duration::from_secs(5)).await?;
+    ensure!(
+        status.success(),
+        "exited {status} on SIGTERM during start-up\n{}",
+        sluice.output_tail()
+    );
+    assert_workers_gone(&starting).await
+}
+
+/// The pids of `parent`'s direct children.
+fn children_of(parent: u32) -> HashSet<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+        return HashSet::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
