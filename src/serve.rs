@@ -237,9 +237,9 @@ impl App {
             front_end,
             drain_rx,
         )));
-        // The workers keep running through the drain; dropping this future stops them
-        // (and a start still under way). It ends only on a start-up failure, or when
-        // every slot has stopped.
+        // The workers: their start, then serving (reloads included) until dropped, which
+        // stops them (and a start still under way). It ends only on a start-up failure,
+        // or when every slot has stopped.
         let mut keep_serving = Box::pin(async {
             let tasks = match start_slots(&config, &workers, &pool).await {
                 Ok(tasks) => tasks,
@@ -279,7 +279,16 @@ impl App {
                 return Err(stopped);
             }
         }
-        let result = drained(http).await;
+        // The workers keep starting and serving through the drain: a request in flight
+        // may be waiting for one. If they stop meanwhile, the drain goes on without them.
+        let serving_on = async {
+            let _ = (&mut keep_serving).await;
+            std::future::pending::<()>().await
+        };
+        let result = tokio::select! {
+            result = drained(http) => result,
+            () = serving_on => unreachable!("pending forever"),
+        };
         drop(keep_serving);
         result
     }

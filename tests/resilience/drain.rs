@@ -147,6 +147,46 @@ async fn sigterm_while_the_workers_start_exits_zero_and_stops_them() -> anyhow::
     assert_workers_gone(&starting).await
 }
 
+#[tokio::test]
+async fn sigterm_while_a_request_waits_for_the_first_worker_still_answers_it() -> anyhow::Result<()>
+{
+    // The drain lets requests in flight finish, including one that waits for the worker
+    // still starting: the start goes on through the drain and the request gets its answer.
+    let mut sluice = Sluice::spawn_with(Options::new(app("slow_start")), &Extras::default())?;
+    sluice.wait_until_listening(LOG_DEADLINE).await?;
+    let request = tokio::spawn({
+        let (client, url) = (client(), sluice.url("/api/hello"));
+        async move { fetch(&client, &url).await }
+    });
+    let mut queued = false;
+    let until = Instant::now() + LOG_DEADLINE;
+    while !queued && Instant::now() < until {
+        queued = sluice
+            .metrics()
+            .await?
+            .lines()
+            .any(|line| line == "sluice_requests_in_flight 1");
+        if !queued {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    ensure!(queued, "the request never waited for a worker");
+    ensure!(
+        sluice.ready_state()?.is_some_and(|s| s.workers.is_empty()),
+        "the worker was ready before the signal; the app should import for 3 s"
+    );
+    sluice.signal("TERM")?;
+    let reply = request.await?;
+    ensure!(
+        matches!(&reply, Reply::Status(status, body) if status.is_success() && body == "ready now"),
+        "the waiting request got {reply:?}\n{}",
+        sluice.output_tail()
+    );
+    let status = sluice.wait_for_exit(Duration::from_secs(10)).await?;
+    ensure!(status.success(), "exited {status}");
+    Ok(())
+}
+
 /// The pids of `parent`'s direct children.
 fn children_of(parent: u32) -> HashSet<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
