@@ -1,9 +1,10 @@
 //! `sluice serve` in two phases. [`build`] does everything that can fail before serving —
 //! environments, keys, the FunctionRpc server, the watcher, both listeners — and returns
 //! the bound [`App`]. [`App::run`] serves: the admin listener, the front end, then the
-//! workers (in the `StartOrder`: the first alone, then the rest), each slot kept running (restart with backoff)
-//! until shutdown; with `--watch` the running generation goes to the reloader (`reload`);
-//! with `--placeholder` the placeholder's workers wait for an app instead. Then the drain.
+//! workers (in the `StartOrder`: the first alone, then the rest), each slot kept running
+//! (restart with backoff) until shutdown; with `--watch` the running generation goes to the
+//! reloader (`reload`); with `--placeholder` the placeholder's workers wait for an app
+//! instead. Then the drain, through which the workers keep serving.
 
 use std::sync::Arc;
 
