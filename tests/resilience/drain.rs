@@ -8,7 +8,7 @@ use anyhow::ensure;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::common::{Extras, LOG_DEADLINE, Options, Sluice, client};
+use crate::common::{Extras, LOG_DEADLINE, Options, Sluice, TempDir, client};
 use crate::support::*;
 
 #[tokio::test]
@@ -185,6 +185,50 @@ async fn sigterm_while_a_request_waits_for_the_first_worker_still_answers_it() -
     let status = sluice.wait_for_exit(Duration::from_secs(10)).await?;
     ensure!(status.success(), "exited {status}");
     Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_while_the_worker_environment_installs_exits_zero_and_stops_pip()
+-> anyhow::Result<()> {
+    // An empty cache: Sluice first installs the worker's environment with pip. A signal
+    // then stops the install, leaves no environment that looks built (only the temporary
+    // directory, removed by the next start), and Sluice exits 0 without serving.
+    let cache = TempDir::new("sluice-cache")?;
+    let extras = Extras::default().env("SLUICE_CACHE_DIR", cache.path().to_string_lossy());
+    let mut sluice = Sluice::spawn_with(Options::new(app("faults")), &extras)?;
+    let sluice_pid = sluice.pid()?;
+    let mut installers = HashSet::new();
+    wait_until("pip running", LOG_DEADLINE, || {
+        installers = children_of(sluice_pid)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("pip"))
+            })
+            .collect();
+        !installers.is_empty()
+    })
+    .await?;
+    sluice.signal("TERM")?;
+    let status = sluice.wait_for_exit(Duration::from_secs(5)).await?;
+    ensure!(
+        status.success(),
+        "exited {status} on SIGTERM during the install\n{}",
+        sluice.output_tail()
+    );
+    ensure!(
+        sluice.ready_state()?.is_none(),
+        "nothing was served, so no ready file"
+    );
+    for entry in std::fs::read_dir(cache.path())? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        ensure!(
+            !entry.file_type()?.is_dir() || name.contains(".tmp-"),
+            "{name}: an interrupted install left an environment in place"
+        );
+    }
+    assert_workers_gone(&installers).await
 }
 
 /// The pids of `parent`'s direct children.
