@@ -311,3 +311,44 @@ async fn assignment_completes_when_its_client_hangs_up() -> anyhow::Result<()> {
     assert_eq!(hello.text().await?, "Hello from the assigned v2 app");
     Ok(())
 }
+
+#[tokio::test]
+async fn concurrent_assignments_one_wins_the_other_is_refused() -> anyhow::Result<()> {
+    // Two orchestrators (or a retry racing the first try): the assignments run one after
+    // the other; the first specialises the workers, the second gets 409.
+    let sluice = start_placeholder(2).await?;
+    let body = json!({"app_dir": fixture("placeholder_v2")});
+    let (first, second) = tokio::join!(assign(&sluice, body.clone()), assign(&sluice, body));
+    let mut codes = [first?.0, second?.0];
+    codes.sort();
+    assert_eq!(codes, [StatusCode::OK, StatusCode::CONFLICT]);
+    sluice
+        .wait_for_state("both assigned workers", STARTUP_DEADLINE, |s| {
+            s.workers.len() == 2
+        })
+        .await?;
+    assert_eq!(
+        sluice.output_lines_containing("environment reloaded").len(),
+        2,
+        "each placeholder worker specialised once"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_assignment_before_the_placeholders_are_up_waits_for_them() -> anyhow::Result<()> {
+    // The orchestrator assigns as soon as the admin port answers: the assignment waits for
+    // the placeholder workers still starting, then specialises them all.
+    let mut sluice = Sluice::spawn(Options::placeholder(2))?;
+    sluice.wait_until_listening(STARTUP_DEADLINE).await?;
+    let (code, body) = assign(&sluice, json!({"app_dir": fixture("placeholder_v2")})).await?;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let state = sluice.ready_state()?.context("ready file")?;
+    assert_eq!(state.placeholders_started, 2, "{state:?}");
+    assert_eq!(state.workers.len(), 2, "{state:?}");
+    assert_eq!(
+        sluice.output_lines_containing("environment reloaded").len(),
+        2
+    );
+    Ok(())
+}
