@@ -1,7 +1,7 @@
 //! SIGTERM and SIGINT, listened to from the moment `serve` starts. Until a handler is
 //! installed a signal's default action kills the process: a container stopped during a
 //! slow start-up (a package install, a worker importing for seconds) would be killed
-//! instead of exiting cleanly, and leave its half-started workers behind.
+//! instead of exiting cleanly, its half-started workers left running until they noticed.
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -20,9 +20,13 @@ impl Shutdown {
         let (count, received) = watch::channel(0);
         tokio::spawn(async move {
             loop {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = interrupt.recv() => {}
+                let received = tokio::select! {
+                    received = term.recv() => received,
+                    received = interrupt.recv() => received,
+                };
+                // `None`: the runtime is shutting down; there is nothing left to signal.
+                if received.is_none() {
+                    return;
                 }
                 count.send_modify(|n| *n += 1);
             }
