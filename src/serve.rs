@@ -23,6 +23,7 @@ use crate::keys::{KeyError, KeyStore};
 use crate::launch::{PrepareError, Prepared, prepare};
 use crate::lifecycle::{Running, StartError, StartOrder, Workers};
 use crate::metrics::Metrics;
+use crate::placeholder::Placeholder;
 use crate::pool::Pool;
 use crate::python::PythonInfo;
 use crate::ready_file::ReadyFile;
@@ -151,7 +152,7 @@ impl App {
             ready_file,
         } = self;
         let pool = Arc::new(Pool::default());
-        let (drain, drain_rx) = watch::channel(false);
+        let (drain_tx, drain_rx) = watch::channel(false);
         let workers = Arc::new(Workers::new(
             config.slot_settings(&config.host),
             launch,
@@ -174,7 +175,7 @@ impl App {
             false => (Current::fixed(generation), None),
         };
         let placeholder = config.placeholder.then(|| {
-            crate::placeholder::Placeholder::new(
+            Placeholder::new(
                 config.clone(),
                 python,
                 workers.clone(),
@@ -182,16 +183,7 @@ impl App {
                 metrics.clone(),
             )
         });
-        let admin = Admin {
-            metrics: metrics.clone(),
-            ready: {
-                let current = current.clone();
-                let draining = drain_rx.clone();
-                Box::new(move || !*draining.borrow() && current.ready_count() > 0)
-            },
-            assign: placeholder.as_ref().map(|p| p.assign_fn()),
-            token: config.admin_token.clone(),
-        };
+        let admin = admin_service(&config, &metrics, &current, &drain_rx, placeholder.as_ref());
         // Answers until exit, so probes see /readyz 503 for the whole drain.
         let _admin = AbortOnDrop(tokio::spawn(crate::admin::serve(
             admin_listener,
@@ -202,25 +194,15 @@ impl App {
             threads: config.threads,
             simulate_uring_failure: config.simulate_uring_failure,
         };
-        let drained = |http| drain_and_exit(&config, &ready_file, &shutdown, &drain, http);
+        let drain = Drain {
+            config: &config,
+            ready_file: &ready_file,
+            shutdown: &shutdown,
+            sender: drain_tx,
+        };
         if let Some(placeholder) = placeholder {
-            let handler = {
-                let placeholder = placeholder.clone();
-                move |request| {
-                    let placeholder = placeholder.clone();
-                    async move { placeholder.handle(request).await }
-                }
-            };
-            let http = AbortOnDrop(tokio::spawn(crate::http::serve_with(
-                listener,
-                handler,
-                HttpLimits::default(),
-                front_end,
-                drain_rx,
-            )));
-            placeholder.start_workers();
-            shutdown.received().await;
-            let result = drained(http).await;
+            let result =
+                serve_placeholder(placeholder, listener, front_end, drain_rx, &drain).await;
             // The empty placeholder directory made for this process (left if not empty).
             let _ = std::fs::remove_dir(&config.app_dir);
             return result;
@@ -275,7 +257,7 @@ impl App {
                     // let their answers out before exiting for the process manager to
                     // restart Sluice.
                     error!("every worker slot has stopped; answering the requests in flight, then exiting");
-                    let _ = drained(http).await;
+                    let _ = drain.run(http).await;
                 }
                 return Err(stopped);
             }
@@ -287,7 +269,7 @@ impl App {
             std::future::pending::<()>().await
         };
         let result = tokio::select! {
-            result = drained(http) => result,
+            result = drain.run(http) => result,
             () = serving_on => unreachable!("pending forever"),
         };
         drop(keep_serving);
@@ -380,25 +362,76 @@ impl Started {
     }
 }
 
-/// Stops accepting, lets requests in flight finish within the grace period; another
-/// shutdown signal cuts it short.
-async fn drain_and_exit(
+/// The admin listener's service: metrics, probes (`/readyz`: a worker ready and not
+/// draining) and, in placeholder mode, assignments.
+fn admin_service(
     config: &ServeConfig,
-    ready_file: &ReadyFile,
-    shutdown: &Shutdown,
-    drain: &watch::Sender<bool>,
-    mut http: AbortOnDrop,
-) -> Result<(), ServeError> {
-    let interrupted = shutdown.another();
-    info!(grace = ?config.drain_grace, "draining");
-    let _ = drain.send(true);
-    ready_file.draining();
-    tokio::select! {
-        _ = &mut http.0 => info!("drained"),
-        _ = tokio::time::sleep(config.drain_grace) => warn!("drain grace period over; exiting with requests in flight"),
-        _ = interrupted => return Err(ServeError::Interrupted),
+    metrics: &Arc<Metrics>,
+    current: &Current,
+    draining: &watch::Receiver<bool>,
+    placeholder: Option<&Arc<Placeholder>>,
+) -> Admin {
+    let current = current.clone();
+    let draining = draining.clone();
+    Admin {
+        metrics: metrics.clone(),
+        ready: Box::new(move || !*draining.borrow() && current.ready_count() > 0),
+        assign: placeholder.map(|p| p.assign_fn()),
+        token: config.admin_token.clone(),
     }
-    Ok(())
+}
+
+/// Placeholder mode: every request goes to the placeholder (503 until an app is
+/// assigned), whose workers start now; then the drain.
+async fn serve_placeholder(
+    placeholder: Arc<Placeholder>,
+    listener: TcpListener,
+    front_end: crate::http::FrontEnd,
+    draining: watch::Receiver<bool>,
+    drain: &Drain<'_>,
+) -> Result<(), ServeError> {
+    let handler = {
+        let placeholder = placeholder.clone();
+        move |request| {
+            let placeholder = placeholder.clone();
+            async move { placeholder.handle(request).await }
+        }
+    };
+    let http = AbortOnDrop(tokio::spawn(crate::http::serve_with(
+        listener,
+        handler,
+        HttpLimits::default(),
+        front_end,
+        draining,
+    )));
+    placeholder.start_workers();
+    drain.shutdown.received().await;
+    drain.run(http).await
+}
+
+/// The drain: what it tells (the front end, the ready file) and what cuts it short.
+struct Drain<'a> {
+    config: &'a ServeConfig,
+    ready_file: &'a ReadyFile,
+    shutdown: &'a Shutdown,
+    sender: watch::Sender<bool>,
+}
+
+impl Drain<'_> {
+    /// Stops accepting, lets requests in flight finish within the grace period; another
+    /// shutdown signal cuts it short.
+    async fn run(&self, mut http: AbortOnDrop) -> Result<(), ServeError> {
+        let interrupted = self.shutdown.another();
+        info!(grace = ?self.config.drain_grace, "draining");
+        let _ = self.sender.send(true);
+        self.ready_file.draining();
+        tokio::select! {
+            _ = &mut http.0 => info!("drained"),
+            _ = tokio::time::sleep(self.config.drain_grace) => warn!("drain grace period over; exiting with requests in flight"),
+            _ = interrupted => return Err(ServeError::Interrupted),
+        }
+        Ok(())
+    }
 }
 
 /// Aborts a background task when the owner goes away.
