@@ -280,8 +280,8 @@ impl Placeholder {
             State::Waiting(idle) => idle,
             State::Assigned { .. } => unreachable!("checked above, under the same lock"),
         };
-        // The first worker alone (see `StartOrder`). A broken app fails here, and the others are not tried; a
-        // placeholder that died meanwhile is skipped.
+        // The first worker alone (see `StartOrder`). A broken app fails here, and the
+        // others are not tried; a placeholder that died meanwhile is skipped.
         let mut failure = None;
         let mut first = None;
         while let Some((process, initialised)) = idle.pop() {
