@@ -2,13 +2,16 @@
 //!
 //! Start-up, in phases ([`serve`]):
 //! 1. [`config`] resolves flags, environment, the config file, host.json and
-//!    local.settings.json into one [`config::ServeConfig`];
+//!    local.settings.json into one [`config::ServeConfig`]; `serve::run` installs the
+//!    shutdown signal handlers ([`shutdown`]) before anything else;
 //! 2. `serve::build` prepares the worker launch ([`launch`], [`python`]), loads the keys,
 //!    starts the FunctionRpc server ([`rpc`]) and binds both listeners: the bound `App`,
 //!    whose addresses are in the `--ready-file` ([`ready_file`]);
 //! 3. `App::run` serves the admin listener and the front end, starts the worker slots
 //!    ([`lifecycle`]: launch → StartStream → WorkerInit → metadata → load → in the [`pool`]),
-//!    the first alone, then the rest; then waits for shutdown and drains.
+//!    in the `lifecycle::StartOrder` (the first alone, then the rest), or, with
+//!    `--placeholder`, placeholder workers that wait for an app ([`placeholder`]); then
+//!    waits for shutdown and drains, the workers serving on through the drain.
 //!
 //! A request, one way ([`http`] → [`dispatch`] → [`rpc`] → worker → back as values):
 //! the front end reads it; dispatch matches a function ([`functions`], [`router`]), checks
@@ -24,6 +27,7 @@
 //! - [`config`]: command line + environment + host.json → one validated [`config::ServeConfig`].
 //! - [`check`]: `sluice check`: starts one worker and reports what serve would run.
 //! - [`serve`]: the two phases, `build` and `App::run`, and the drain.
+//! - [`shutdown`]: SIGTERM/SIGINT, counted from the start (the first stops, the next cuts the drain).
 //! - [`launch`]: what every worker is launched from (Python, worker environment, app packages).
 //! - [`generation`]: one set of worker slots on one version of the app, and what requests
 //!   read from it; the dispatcher reads the current one per request.
@@ -50,7 +54,8 @@
 //! - [`body`]: the response body type (bytes in memory, or a relayed stream).
 //! - [`pool`]: which workers are ready and how loaded; picks one.
 //! - [`rpc`]: the `FunctionRpc.EventStream` server and one session per worker.
-//! - [`lifecycle`]: worker slots: start, health pings, recycle, restart with backoff.
+//! - [`lifecycle`]: worker slots: start (in one start order for every mode), health pings,
+//!   recycle, restart with backoff.
 //! - [`placeholder`]: `serve --placeholder`: idle initialised workers, `POST /admin/assign`.
 //! - [`supervisor`]: spawns the Python worker processes and relays their output.
 //! - [`worker_config`]: a worker described the platform way (`--worker-config`).
