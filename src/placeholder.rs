@@ -119,39 +119,39 @@ pub struct Placeholder {
 }
 
 impl Placeholder {
-    pub fn new(
+    /// The placeholder, its workers starting (all at once) in the background. Its state
+    /// is locked until they are up, so an assignment that comes in meanwhile, even before
+    /// this returns to the caller, waits for them.
+    pub fn start(
         config: ServeConfig,
         python: PythonInfo,
         base: Arc<Workers>,
         keys: KeyStore,
         metrics: Arc<Metrics>,
     ) -> Arc<Placeholder> {
-        Arc::new(Placeholder {
+        let state = Arc::new(tokio::sync::Mutex::new(State::Waiting(Vec::new())));
+        let starting = state
+            .clone()
+            .try_lock_owned()
+            .expect("a new mutex is unlocked");
+        let placeholder = Arc::new(Placeholder {
             pool: base.pool.clone(),
             config,
             python,
             base,
             keys,
             metrics,
-            state: Arc::new(tokio::sync::Mutex::new(State::Waiting(Vec::new()))),
+            state,
             dispatcher: OnceLock::new(),
             repeats: Repeats::start(),
-        })
+        });
+        placeholder.start_workers(starting);
+        placeholder
     }
 
-    /// Starts the placeholder workers (all at once) in the background and keeps them
-    /// idle. The state is locked before this returns, so an assignment that comes in
-    /// meanwhile waits for these workers.
-    pub fn start_workers(&self) {
-        let Ok(state) = self.state.clone().try_lock_owned() else {
-            return; // already starting
-        };
-        self.start_workers_locked(state);
-    }
-
-    /// [`Placeholder::start_workers`] with the state already held: fresh placeholders
-    /// replace whatever idle workers there were.
-    fn start_workers_locked(&self, mut state: tokio::sync::OwnedMutexGuard<State>) {
+    /// Starts placeholder workers with the state held: fresh placeholders replace
+    /// whatever idle workers there were, and the lock is released once they are up.
+    fn start_workers(&self, mut state: tokio::sync::OwnedMutexGuard<State>) {
         let base = self.base.clone();
         let count = self.config.workers.get();
         tokio::spawn(async move {
@@ -309,7 +309,7 @@ impl Placeholder {
             // Their modules and environment are the placeholder's or the broken app's:
             // replace every worker with a clean placeholder.
             drop(idle);
-            self.start_workers_locked(state);
+            self.start_workers(state);
             return Err(failure.unwrap_or(AssignError::NoPlaceholder));
         };
         let functions = workers

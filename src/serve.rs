@@ -174,8 +174,9 @@ impl App {
             }
             false => (Current::fixed(generation), None),
         };
+        // Its workers start now, before the admin listener can take an assignment.
         let placeholder = config.placeholder.then(|| {
-            Placeholder::new(
+            Placeholder::start(
                 config.clone(),
                 python,
                 workers.clone(),
@@ -382,7 +383,7 @@ fn admin_service(
 }
 
 /// Placeholder mode: every request goes to the placeholder (503 until an app is
-/// assigned), whose workers start now; then the drain.
+/// assigned) until shutdown; then the drain.
 async fn serve_placeholder(
     placeholder: Arc<Placeholder>,
     listener: TcpListener,
@@ -404,7 +405,6 @@ async fn serve_placeholder(
         front_end,
         draining,
     )));
-    placeholder.start_workers();
     drain.shutdown.received().await;
     drain.run(http).await
 }
