@@ -147,7 +147,7 @@ fn step(instruction: &parser::Instruction<'_>) -> anyhow::Result<Step> {
         I::Env(env) => Step::Env(text(&env.arguments)),
         I::Run(run) => {
             ensure!(run.here_docs.is_empty(), "heredocs are not supported here");
-            Step::Run(form(&run.arguments))
+            Step::Run(form(&run.arguments)?)
         }
         I::Copy(copy) => {
             let from = copy
@@ -174,11 +174,11 @@ fn step(instruction: &parser::Instruction<'_>) -> anyhow::Result<Step> {
         I::User(user) => Step::User(text(&user.arguments)),
         I::Expose(expose) => Step::Expose(expose.arguments.iter().map(text).collect()),
         I::Healthcheck(health) => Step::Healthcheck(match &health.arguments {
-            parser::HealthcheckArguments::Cmd { arguments, .. } => Some(form(arguments)),
+            parser::HealthcheckArguments::Cmd { arguments, .. } => Some(form(arguments)?),
             _ => None,
         }),
-        I::Entrypoint(entrypoint) => Step::Entrypoint(form(&entrypoint.arguments)),
-        I::Cmd(cmd) => Step::Cmd(form(&cmd.arguments)),
+        I::Entrypoint(entrypoint) => Step::Entrypoint(form(&entrypoint.arguments)?),
+        I::Cmd(cmd) => Step::Cmd(form(&cmd.arguments)?),
         _ => Step::Other,
     })
 }
@@ -211,15 +211,15 @@ fn keyword_start(instruction: &parser::Instruction<'_>) -> usize {
     keyword.span.start
 }
 
-fn form(command: &parser::Command<'_>) -> Form {
-    match command {
+fn form(command: &parser::Command<'_>) -> anyhow::Result<Form> {
+    Ok(match command {
         parser::Command::Exec(words) => {
             Form::Exec(words.value.iter().map(|w| w.value.to_string()).collect())
         }
         parser::Command::Shell(script) => Form::Shell(joined(script.value)),
-        // The enum is non-exhaustive: a new form shows as a script no check accepts.
-        _ => Form::Shell(String::from("\n")),
-    }
+        // The enum is non-exhaustive.
+        _ => bail!("a command form this parser does not know"),
+    })
 }
 
 /// A shell-form script as the shell receives it: continuation lines joined, comment lines
