@@ -8,7 +8,8 @@ routes), with the throughput and the server's peak RSS for each row. Client: sta
 `--sluice` may be given more than once, as `NAME=PATH`, for an interleaved A/B of two builds
 (e.g. `--sluice base=/tmp/sluice-base --sluice new=target/release/sluice`). `--sluice-v2 PATH`
 adds a row for the http-v2 path: the same routes in a FastAPI-extension app
-(`tests/apps/streaming`), whose requests Sluice forwards to the worker's own HTTP server.
+(`tests/apps/streaming`), whose requests Sluice forwards to the worker's own HTTP server; it
+too may be repeated as `NAME=PATH`.
 
 - upload: `POST /api/sha` with the body; the server reads it whole and answers its SHA-256,
   which the client checks.
@@ -54,8 +55,8 @@ def commands(args):
     serve = ["--port", "{port}", "--bind", "127.0.0.1", "--admin-port", "0", "--workers", "1"]
     for name, binary in sluices(args.sluice):
         out[name] = [binary, "serve", APP, *serve]
-    if args.sluice_v2:
-        out["sluice http-v2"] = [args.sluice_v2, "serve", APP_V2, *serve]
+    for name, binary in sluices(args.sluice_v2, "http-v2"):
+        out[name] = [binary, "serve", APP_V2, *serve]
     asgi = ["--host", "127.0.0.1", "--port", "{port}"]
     if args.uvicorn:
         out["uvicorn 1w"] = [args.uvicorn, "--app-dir", HERE, "bodies_asgi:app", *asgi, "--workers", "1",
@@ -68,11 +69,14 @@ def commands(args):
     return out
 
 
-def sluices(given):
-    """`--sluice` values → (row name, binary); `NAME=PATH` names a build for an A/B."""
+def sluices(given, path="1w"):
+    """`--sluice`/`--sluice-v2` values → (row name, binary); `NAME=PATH` names a build for an
+    A/B. Without `--sluice`, the release build's row; without `--sluice-v2`, none."""
     if not given:
-        return [("sluice 1w", os.path.join(ROOT, "target", "release", "sluice"))]
-    return [(f"sluice {v.split('=', 1)[0]}" if "=" in v else "sluice 1w", v.split("=", 1)[-1])
+        default = os.path.join(ROOT, "target", "release", "sluice")
+        return [("sluice 1w", default)] if path == "1w" else []
+    prefix = "sluice" if path == "1w" else f"sluice {path}"
+    return [(f"{prefix} {v.split('=', 1)[0]}" if "=" in v else f"sluice {path}", v.split("=", 1)[-1])
             for v in given]
 
 
@@ -127,7 +131,7 @@ def reset_peak(pid):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sluice", action="append", help="PATH or NAME=PATH; repeat for an A/B")
-    p.add_argument("--sluice-v2", help="a Sluice binary for the http-v2 row")
+    p.add_argument("--sluice-v2", action="append", help="PATH or NAME=PATH for the http-v2 row; repeat for an A/B")
     p.add_argument("--uvicorn")
     p.add_argument("--granian")
     p.add_argument("--rounds", type=int, default=5)
