@@ -6,22 +6,28 @@
 //! reads from one side as fast as the other side takes, so a slow client slows the
 //! function instead of growing memory.
 //!
+//! Connections to a worker's server are kept open and reused, as the platform's forwarder
+//! (a pooling `SocketsHttpHandler`) does: a connection goes back to its worker's idle list
+//! once its response has been read to the end, and is taken again while it is younger
+//! than the server's keep-alive timeout.
+//!
 //! Knows nothing about routing or invocations; [`crate::dispatch`] pairs the forwarded
 //! request with its InvocationRequest.
 
 use std::error::Error as _;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
-use http_body_util::LengthLimitError;
-use hyper::body::{Body as HttpBody, Incoming};
+use http_body_util::{LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::body::{BoxError, Stalled};
+use crate::body::{IdleTimeout, Stalled};
 
 /// The header that pairs a forwarded request with its invocation.
 pub const INVOCATION_ID: HeaderName = HeaderName::from_static("x-ms-invocation-id");
@@ -30,6 +36,13 @@ pub const INVOCATION_ID: HeaderName = HeaderName::from_static("x-ms-invocation-i
 const CONNECT_RETRIES: u32 = 10;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 const MAX_RETRY_DELAY: Duration = Duration::from_millis(250);
+
+/// How long an idle connection is reused. The runtime's uvicorn closes a connection idle
+/// for 5 s (its default, which the runtime keeps); reusing one only well before that means
+/// a request is never written to a connection the server is closing.
+const IDLE_REUSE: Duration = Duration::from_secs(3);
+/// Idle connections kept per worker (beyond them, a finished connection is closed).
+const IDLE_MAX: usize = 256;
 
 /// Headers that describe one connection, not the message: never forwarded either way.
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -40,6 +53,11 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// A forwarded request's body: the client's, within the body limit and its idle timeout.
+pub type ForwardBody = IdleTimeout<Limited<Incoming>>;
+
+type Sender = SendRequest<ForwardBody>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -60,10 +78,38 @@ pub enum ProxyError {
     Forward(#[source] hyper::Error),
 }
 
-/// Where a worker's HTTP server listens, from its `HttpUri` capability.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A worker's HTTP server, from its `HttpUri` capability: where it listens, and the
+/// connections to it that are open and idle. Clones share the idle connections.
+#[derive(Clone)]
 pub struct WorkerHttp {
     authority: String,
+    idle: Arc<Mutex<Vec<Idle>>>,
+}
+
+/// A connection whose last response has ended, and since when.
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+impl Idle {
+    fn reusable(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) < IDLE_REUSE && self.sender.is_ready()
+    }
+}
+
+impl PartialEq for WorkerHttp {
+    fn eq(&self, other: &WorkerHttp) -> bool {
+        self.authority == other.authority
+    }
+}
+
+impl Eq for WorkerHttp {}
+
+impl std::fmt::Debug for WorkerHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WorkerHttp").field(&self.authority).finish()
+    }
 }
 
 impl WorkerHttp {
@@ -77,6 +123,7 @@ impl WorkerHttp {
         authority.port_u16().ok_or_else(bad)?;
         Ok(WorkerHttp {
             authority: authority.as_str().to_owned(),
+            idle: Arc::default(),
         })
     }
 
@@ -94,23 +141,66 @@ impl WorkerHttp {
     pub fn authority(&self) -> &str {
         &self.authority
     }
+
+    /// The most recently used idle connection that can take a request; older and closed
+    /// ones on the way are dropped (closing them).
+    fn take_idle(&self) -> Option<Sender> {
+        let now = Instant::now();
+        let mut idle = lock(&self.idle);
+        while let Some(entry) = idle.pop() {
+            if entry.reusable(now) {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    /// Puts `sender` back on the idle list once its response has been read to the end, if
+    /// the server keeps the connection open; the worker may be gone by then.
+    fn reuse_when_done(&self, mut sender: Sender) {
+        let idle: Weak<Mutex<Vec<Idle>>> = Arc::downgrade(&self.idle);
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return; // closed: by the server, or after a response not read to its end
+            }
+            let Some(idle) = idle.upgrade() else { return };
+            let now = Instant::now();
+            let mut idle = lock(&idle);
+            idle.retain(|entry| entry.reusable(now));
+            if idle.len() < IDLE_MAX {
+                idle.push(Idle { sender, since: now });
+            }
+        });
+    }
+}
+
+fn lock(idle: &Mutex<Vec<Idle>>) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    // A poisoned list only means a thread panicked while holding it; the list is fine.
+    idle.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Forwards one request and resolves with the worker's response head; its body streams
-/// on (the connection lives as long as the body). `body_limit` only names the limit in
-/// the error when the client's body (already wrapped in a limit) crosses it.
-pub async fn forward<B>(
+/// on (the connection is reused once it ends). `body_limit` only names the limit in the
+/// error when the client's body (already wrapped in a limit) crosses it.
+pub async fn forward(
     target: &WorkerHttp,
     invocation_id: &str,
     parts: http::request::Parts,
-    body: B,
+    body: ForwardBody,
     body_limit: u64,
-) -> Result<Response<Incoming>, ProxyError>
-where
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let request = outgoing(parts, invocation_id, body)?;
+) -> Result<Response<Incoming>, ProxyError> {
+    let mut request = outgoing(parts, invocation_id, body)?;
+    // An idle connection that turns out to be closing hands the request back unsent: the
+    // next one, or a new connection, takes it.
+    while let Some(mut sender) = target.take_idle() {
+        match sender.try_send_request(request).await {
+            Ok(response) => return Ok(answered(target, sender, response)),
+            Err(mut failed) => match failed.take_message() {
+                Some(unsent) => request = unsent,
+                None => return Err(classify(failed.into_error(), body_limit)),
+            },
+        }
+    }
     let stream = connect(&target.authority).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -120,12 +210,21 @@ where
             debug!(%error, "worker HTTP connection ended with an error");
         }
     });
-    let mut response = sender
+    let response = sender
         .send_request(request)
         .await
         .map_err(|e| classify(e, body_limit))?;
+    Ok(answered(target, sender, response))
+}
+
+fn answered(
+    target: &WorkerHttp,
+    sender: Sender,
+    mut response: Response<Incoming>,
+) -> Response<Incoming> {
+    target.reuse_when_done(sender);
     strip_hop_by_hop(response.headers_mut());
-    Ok(response)
+    response
 }
 
 /// The request as the worker's server receives it: origin-form target, HTTP/1.1.

@@ -98,6 +98,49 @@ async fn route_params_query_status_and_headers_pass_through_and_failures_are_500
 }
 
 #[tokio::test]
+async fn connections_to_the_worker_server_are_reused_until_it_closes_one() -> anyhow::Result<()> {
+    let sluice = start(Extras::default()).await?;
+    // Which of Sluice's connections to the worker's server carried a request (its port).
+    let peer = |query: &'static str| {
+        let url = sluice.url(&format!("/api/peer{query}"));
+        async move {
+            let response = client().get(url).send().await?;
+            anyhow::ensure!(response.status() == 200, "status {}", response.status());
+            Ok::<_, anyhow::Error>(response.text().await?)
+        }
+    };
+    // One after the other: one connection carries them (a new one each would be 10 ports).
+    let mut ports = Vec::new();
+    for _ in 0..10 {
+        ports.push(peer("").await?);
+    }
+    ports.dedup();
+    assert!(ports.len() <= 2, "connections not reused: {ports:?}");
+
+    // A connection still streaming a response is not given another request.
+    let mut streaming = client()
+        .get(sluice.url("/api/ticks?n=5&ms=100"))
+        .send()
+        .await?;
+    let first = streaming.chunk().await?.expect("a first chunk");
+    assert_eq!(&first[..], b"chunk-00\n");
+    let beside = tokio::time::timeout(ANSWER_DEADLINE, peer("")).await??;
+    let mut rest = Vec::new();
+    while let Some(chunk) = streaming.chunk().await? {
+        rest.extend_from_slice(&chunk);
+    }
+    let want: String = (1..5).map(|i| format!("chunk-{i:02}\n")).collect();
+    assert_eq!(String::from_utf8(rest)?, want);
+
+    // The server closes a connection after its answer: the next request takes another.
+    let closed = peer("?close=1").await?;
+    let after = peer("").await?;
+    assert_ne!(after, closed, "a request went to the connection the server closed");
+    assert!(!beside.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
 async fn request_bodies_stream_to_the_function_without_the_host_buffering_them()
 -> anyhow::Result<()> {
     let sluice = start(Extras::default()).await?;

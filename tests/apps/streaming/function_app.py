@@ -96,3 +96,15 @@ async def trace_headers(req: Request) -> StreamingResponse:
         yield json.dumps(seen).encode()
 
     return StreamingResponse(body(), media_type="application/json")
+
+
+@app.route(route="peer", methods=[func.HttpMethod.GET])
+async def peer(req: Request) -> StreamingResponse:
+    """The port the forwarded request came from, i.e. which of Sluice's connections to this
+    server carried it (tests/streaming.rs); `close=1` has the server close it afterwards."""
+    headers = {"connection": "close"} if req.query_params.get("close") else {}
+
+    async def body():
+        yield str(req.client.port).encode()
+
+    return StreamingResponse(body(), media_type="text/plain", headers=headers)
