@@ -1,5 +1,6 @@
 //! SIGTERM: in-flight requests drain, new connections are turned away, a second signal
-//! exits at once, and the grace period caps the wait.
+//! exits at once, and the grace period caps the wait. SIGKILL: the workers run nothing more
+//! than what had started.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -229,6 +230,46 @@ async fn sigterm_while_the_worker_environment_installs_exits_zero_and_stops_pip(
         );
     }
     assert_workers_gone(&installers).await
+}
+
+#[tokio::test]
+async fn sync_invocations_still_queued_when_the_host_is_killed_never_run() -> anyhow::Result<()> {
+    let dir = TempDir::new("marks")?;
+    let marks = dir.path().join("marks");
+    let extras = Extras::default()
+        .env("FAULTS_MARKS", marks.display().to_string())
+        .env("PYTHON_THREADPOOL_THREAD_COUNT", "1");
+    let sluice = Sluice::start_with(Options::new(app("faults")), &extras).await?;
+    let host = sluice.pid()?;
+    let workers = children_of(host);
+    // One pool thread: the first call holds it for 2 s, the other two wait in its queue.
+    let mut calls = JoinSet::new();
+    for id in 0..3 {
+        let url = sluice.url(&format!("/api/mark?id={id}&s=2"));
+        calls.spawn(async move { client().get(url).send().await });
+    }
+    let until = Instant::now() + LOG_DEADLINE;
+    let mut ready = false;
+    while !ready && Instant::now() < until {
+        let started = std::fs::read_to_string(&marks).unwrap_or_default();
+        let in_flight = sluice.metrics().await?;
+        ready = started.lines().count() == 1
+            && in_flight.lines().any(|line| line == "sluice_requests_in_flight 3");
+        if !ready {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    ensure!(ready, "the first call never started with three in flight");
+    sluice.signal("KILL")?;
+    // The worker sees its stream end and exits once the running call is done.
+    assert_workers_gone_within(&workers, Duration::from_secs(20)).await?;
+    let started = std::fs::read_to_string(&marks)?;
+    ensure!(
+        started.lines().count() == 1,
+        "calls that had not started ran after the host was killed: {started:?}"
+    );
+    calls.abort_all();
+    Ok(())
 }
 
 /// The pids of `parent`'s direct children.

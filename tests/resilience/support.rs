@@ -288,7 +288,15 @@ pub(crate) fn kill_worker(sluice: &Sluice, pid: u32) -> anyhow::Result<()> {
 /// Waits (bounded) for the given worker pids to be gone after Sluice exited; kills leftovers
 /// (they are workers a function reported) and fails, since Sluice must not leak its workers.
 pub(crate) async fn assert_workers_gone(pids: &HashSet<u32>) -> anyhow::Result<()> {
-    let until = Instant::now() + Duration::from_secs(5);
+    assert_workers_gone_within(pids, Duration::from_secs(5)).await
+}
+
+/// As [`assert_workers_gone`], for workers that may first finish what they run.
+pub(crate) async fn assert_workers_gone_within(
+    pids: &HashSet<u32>,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let until = Instant::now() + deadline;
     let alive = || {
         pids.iter()
             .copied()

@@ -161,6 +161,11 @@ class Dispatcher:
         (only for functions `fastpath` enabled)."""
         fastpath.start(self._loop, self._fastpath.invoke(*fields), self._tasks)
 
+    def stop(self) -> None:
+        """The stream has ended; called before the loop winds down."""
+        if self._fastpath is not None:
+            self._fastpath.cancel_queued()
+
     def _reply(self, request, **content) -> None:
         self._send(protos.StreamingMessage(request_id=request.request_id, **content))
 

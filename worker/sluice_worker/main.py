@@ -85,6 +85,7 @@ async def serve(args) -> int:
     logs.quiet_system_loggers()
     error = await transport.run(args.worker_id, CONNECT_TIMEOUT_S, dispatcher.on_message,
                                 dispatcher.on_invocation)
+    dispatcher.stop()
     if error is not None:
         print(f"sluice worker: stream closed: {error}", file=sys.stderr, flush=True)
     return 0

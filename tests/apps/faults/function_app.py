@@ -1,4 +1,5 @@
-"""Fixture for tests/resilience/: a slow and a fast function that report their worker's pid.
+"""Fixture for tests/resilience/: a slow and a fast function that report their worker's pid,
+and a sync one that leaves a mark when it starts.
 
 `slow` logs `slow-start id=<id> pid=<pid>` when it begins, so a test can tell from Sluice's
 output which requests are running on which worker before it kills one.
@@ -40,4 +41,14 @@ async def slow(req: func.HttpRequest) -> str:
 
 @app.route(route="pid", methods=["GET"])
 def pid(req: func.HttpRequest) -> str:
+    return str(os.getpid())
+
+
+@app.route(route="mark", methods=["GET"])
+def mark(req: func.HttpRequest) -> str:
+    """A sync function: appends `id` to the file FAULTS_MARKS names as it starts, then holds
+    its pool thread for `s` seconds."""
+    with open(os.environ["FAULTS_MARKS"], "a") as marks:
+        marks.write(req.params.get("id", "-") + "\n")
+    time.sleep(float(req.params.get("s", "1")))
     return str(os.getpid())
