@@ -135,7 +135,10 @@ async fn connections_to_the_worker_server_are_reused_until_it_closes_one() -> an
     // The server closes a connection after its answer: the next request takes another.
     let closed = peer("?close=1").await?;
     let after = peer("").await?;
-    assert_ne!(after, closed, "a request went to the connection the server closed");
+    assert_ne!(
+        after, closed,
+        "a request went to the connection the server closed"
+    );
     assert!(!beside.is_empty());
     Ok(())
 }

@@ -254,7 +254,9 @@ async fn sync_invocations_still_queued_when_the_host_is_killed_never_run() -> an
         let started = std::fs::read_to_string(&marks).unwrap_or_default();
         let in_flight = sluice.metrics().await?;
         ready = started.lines().count() == 1
-            && in_flight.lines().any(|line| line == "sluice_requests_in_flight 3");
+            && in_flight
+                .lines()
+                .any(|line| line == "sluice_requests_in_flight 3");
         if !ready {
             tokio::time::sleep(POLL).await;
         }
