@@ -159,19 +159,7 @@ async fn sigterm_while_a_request_waits_for_the_first_worker_still_answers_it() -
         let (client, url) = (client(), sluice.url("/api/hello"));
         async move { fetch(&client, &url).await }
     });
-    let mut queued = false;
-    let until = Instant::now() + LOG_DEADLINE;
-    while !queued && Instant::now() < until {
-        queued = sluice
-            .metrics()
-            .await?
-            .lines()
-            .any(|line| line == "sluice_requests_in_flight 1");
-        if !queued {
-            tokio::time::sleep(POLL).await;
-        }
-    }
-    ensure!(queued, "the request never waited for a worker");
+    wait_for_in_flight(&sluice, 1, "the request waiting for a worker", LOG_DEADLINE).await?;
     ensure!(
         sluice.ready_state()?.is_some_and(|s| s.workers.is_empty()),
         "the worker was ready before the signal; the app should import for 3 s"
@@ -248,20 +236,11 @@ async fn sync_invocations_still_queued_when_the_host_is_killed_never_run() -> an
         let url = sluice.url(&format!("/api/mark?id={id}&s=2"));
         calls.spawn(async move { client().get(url).send().await });
     }
-    let until = Instant::now() + LOG_DEADLINE;
-    let mut ready = false;
-    while !ready && Instant::now() < until {
-        let started = std::fs::read_to_string(&marks).unwrap_or_default();
-        let in_flight = sluice.metrics().await?;
-        ready = started.lines().count() == 1
-            && in_flight
-                .lines()
-                .any(|line| line == "sluice_requests_in_flight 3");
-        if !ready {
-            tokio::time::sleep(POLL).await;
-        }
-    }
-    ensure!(ready, "the first call never started with three in flight");
+    wait_for_in_flight(&sluice, 3, "three calls in flight", LOG_DEADLINE).await?;
+    wait_until("the first call started", LOG_DEADLINE, || {
+        std::fs::read_to_string(&marks).is_ok_and(|started| started.lines().count() == 1)
+    })
+    .await?;
     sluice.signal("KILL")?;
     // The worker sees its stream end and exits once the running call is done.
     assert_workers_gone_within(&workers, Duration::from_secs(20)).await?;

@@ -249,6 +249,25 @@ pub(crate) async fn wait_until(
     Ok(())
 }
 
+/// Polls `/metrics` until the host counts `n` requests in flight, or fails after `deadline`
+/// with `what`.
+pub(crate) async fn wait_for_in_flight(
+    sluice: &Sluice,
+    n: usize,
+    what: &str,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let want = format!("sluice_requests_in_flight {n}");
+    let until = Instant::now() + deadline;
+    while !sluice.metrics().await?.lines().any(|line| line == want) {
+        if Instant::now() >= until {
+            bail!("{what}: not the case after {deadline:?}");
+        }
+        sleep(POLL).await;
+    }
+    Ok(())
+}
+
 /// Request id → worker pid, for every `slow` call logged so far.
 pub(crate) fn slow_starts(sluice: &Sluice) -> HashMap<String, u32> {
     sluice
