@@ -7,7 +7,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 /// Counts the shutdown signals received since [`Shutdown::listen`].
-#[derive(Clone)]
 pub struct Shutdown {
     received: watch::Receiver<u32>,
 }
